@@ -1,0 +1,145 @@
+"""Memory estimates per (model, compute type, batch size, device kind).
+
+Built-in defaults come from :mod:`profiles`; learned peaks (high-water marks,
+with the audio length they were seen on) override them, because the only
+estimate that never lies is the one measured on this machine. The book is
+plain data so a later run starts from what earlier runs learned.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vramscribe.core.profiles import (
+    BATCH8_EXTRA_MB,
+    CUDA_CONTEXT_MB,
+    growth,
+    profile_for,
+)
+from vramscribe.errors import UnknownModel
+
+FootprintKey = tuple[str, str, int, str]
+
+# A process on the CPU pays the interpreter and libraries, not a CUDA context.
+CPU_PROCESS_MB = 200.0
+# Used for models we have no profile for (a local folder of an unknown size).
+UNKNOWN_MODEL_MB = 5000.0
+
+
+def resolve_compute_type(compute_type: str, device_kind: str) -> str:
+    """What ``default``/``auto`` means on a device kind (faster-whisper's choice)."""
+    if compute_type in ("default", "auto"):
+        return "int8" if device_kind == "cpu" else "float16"
+    return compute_type
+
+
+def builtin_estimate(key: FootprintKey) -> float:
+    """Loaded size in MB of one instance, before any growth over long audio."""
+    model, compute_type, batch_size, device_kind = key
+    profile = profile_for(model)
+    if profile is None:
+        if model.startswith(("/", ".", "~")):
+            return UNKNOWN_MODEL_MB
+        raise UnknownModel(f"no memory estimate for model {model!r}")
+    ctype = resolve_compute_type(compute_type, device_kind)
+    if ctype in ("int8", "int8_float16", "int8_bfloat16", "int8_float32"):
+        mb = profile.int8_mb
+    elif ctype == "float32":
+        mb = CUDA_CONTEXT_MB + 2 * (profile.fp16_mb - CUDA_CONTEXT_MB)
+    else:
+        mb = profile.fp16_mb
+    if batch_size > 1:
+        mb += BATCH8_EXTRA_MB * min(batch_size - 1, 15) / 7
+    if device_kind == "cpu":
+        mb = mb - CUDA_CONTEXT_MB + CPU_PROCESS_MB
+    return mb
+
+
+@dataclass(slots=True)
+class LearnedPeak:
+    peak_mb: float
+    audio_s: float
+    samples: int = 1
+
+    @property
+    def loaded_mb(self) -> float:
+        """The peak with the growth of its audio length taken out."""
+        return self.peak_mb / growth(self.audio_s)
+
+
+@dataclass(slots=True)
+class FootprintBook:
+    """Estimates for every key: learned if seen, built-in otherwise."""
+
+    learned: dict[FootprintKey, LearnedPeak] = field(default_factory=dict)
+    speeds: dict[FootprintKey, float] = field(default_factory=dict)
+    _base_cache: dict[FootprintKey, float] = field(default_factory=dict, repr=False)
+
+    def loaded_mb(self, key: FootprintKey) -> float:
+        """Best known loaded size (no growth) for ``key``; cached per key."""
+        cached = self._base_cache.get(key)
+        if cached is not None:
+            return cached
+        learned = self.learned.get(key)
+        value = learned.loaded_mb if learned is not None else builtin_estimate(key)
+        self._base_cache[key] = value
+        return value
+
+    def estimate(self, key: FootprintKey, audio_s: float) -> float:
+        """Expected peak in MB for a file of ``audio_s`` seconds."""
+        return self.loaded_mb(key) * growth(audio_s)
+
+    def observe_peak(self, key: FootprintKey, peak_mb: float, audio_s: float) -> None:
+        """Record a finished instance's peak; keeps the high-water mark."""
+        known = self.learned.get(key)
+        candidate = LearnedPeak(peak_mb, audio_s)
+        if known is None:
+            self.learned[key] = candidate
+        else:
+            known.samples += 1
+            if candidate.loaded_mb > known.loaded_mb:
+                known.peak_mb, known.audio_s = peak_mb, audio_s
+        self._base_cache.pop(key, None)
+
+    def observe_speed(self, key: FootprintKey, speed_x: float) -> None:
+        """Record solo-equivalent speed (x real time); a moving average."""
+        old = self.speeds.get(key)
+        self.speeds[key] = speed_x if old is None else 0.8 * old + 0.2 * speed_x
+
+    def speed(self, key: FootprintKey) -> float:
+        """Expected speed in x real time, for expected end times."""
+        learned = self.speeds.get(key)
+        if learned is not None:
+            return learned
+        profile = profile_for(key[0])
+        if profile is None:
+            return 10.0
+        return profile.speed_x if key[3] != "cpu" else max(1.0, profile.speed_x / 16)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "learned": [
+                    {"key": list(k), "peak_mb": v.peak_mb, "audio_s": v.audio_s, "samples": v.samples}
+                    for k, v in sorted(self.learned.items())
+                ],
+                "speeds": [{"key": list(k), "speed_x": v} for k, v in sorted(self.speeds.items())],
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FootprintBook:
+        data: dict[str, Any] = json.loads(text)
+        book = cls()
+        for row in data.get("learned", []):
+            m, c, b, d = row["key"]
+            book.learned[(m, c, int(b), d)] = LearnedPeak(
+                float(row["peak_mb"]), float(row["audio_s"]), int(row.get("samples", 1))
+            )
+        for row in data.get("speeds", []):
+            m, c, b, d = row["key"]
+            book.speeds[(m, c, int(b), d)] = float(row["speed_x"])
+        return book

@@ -1,0 +1,61 @@
+"""The pending queue, kept in planner order as jobs come and go.
+
+With linear aging the order of two waiting jobs never changes over time
+(both age at the same rate), so the queue can be sorted once on insert and
+the planner can walk it from the front and stop as soon as no device can take
+anything more: a plan call costs what it examines, not the queue's length.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from vramscribe.core.jobs import Job
+
+OrderKey = tuple[float, float, str]
+
+
+def order_key(job: Job, aging_s_per_point: float) -> OrderKey:
+    """Effective priority descending, then submission time, then id."""
+    return (job.submitted_at / aging_s_per_point - job.priority, job.submitted_at, job.id)
+
+
+class PendingQueue:
+    """Jobs waiting to start, in the order the planner considers them."""
+
+    def __init__(self, aging_s_per_point: float) -> None:
+        self.aging_s_per_point = aging_s_per_point
+        self._keys: list[OrderKey] = []
+        self._jobs: list[Job] = []
+        self._key_of: dict[str, OrderKey] = {}
+
+    def push(self, job: Job) -> None:
+        if job.id in self._key_of:
+            raise ValueError(f"job {job.id} is already queued")
+        key = order_key(job, self.aging_s_per_point)
+        idx = bisect.bisect_left(self._keys, key)
+        self._keys.insert(idx, key)
+        self._jobs.insert(idx, job)
+        self._key_of[job.id] = key
+
+    def remove(self, job_id: str) -> Job:
+        key = self._key_of.pop(job_id)
+        idx = bisect.bisect_left(self._keys, key)
+        del self._keys[idx]
+        return self._jobs.pop(idx)
+
+    def get(self, job_id: str) -> Job | None:
+        key = self._key_of.get(job_id)
+        if key is None:
+            return None
+        return self._jobs[bisect.bisect_left(self._keys, key)]
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._key_of
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)

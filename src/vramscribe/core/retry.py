@@ -1,0 +1,52 @@
+"""Retry decisions: a pure function from a failure to what happens next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from vramscribe.core.settings import Settings
+
+
+class FailureKind(StrEnum):
+    OOM = "oom"
+    LOAD_ERROR = "load_error"
+    CRASH = "crash"
+    HANG = "hang"
+    BAD_INPUT = "bad_input"
+
+
+NOT_RETRIED = frozenset({FailureKind.LOAD_ERROR, FailureKind.BAD_INPUT})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    retry: bool
+    delay_s: float
+    estimate_floor_mb: float
+    reason: str
+
+
+def decide_retry(
+    kind: FailureKind,
+    attempt: int,
+    estimate_mb: float,
+    settings: Settings,
+    detail: str = "",
+) -> RetryDecision:
+    """Decide a failed attempt's fate.
+
+    ``attempt`` counts attempts made so far, this one included. ``estimate_mb``
+    is what the failed attempt was granted; after an out-of-memory failure the
+    next attempt asks for ``oom_estimate_factor`` times more.
+    """
+    what = f"{kind.value}: {detail}" if detail else kind.value
+    floor = estimate_mb * settings.oom_estimate_factor if kind is FailureKind.OOM else 0.0
+    if kind in NOT_RETRIED:
+        return RetryDecision(False, 0.0, floor, f"{what} (not retried)")
+    if attempt >= settings.max_attempts:
+        return RetryDecision(
+            False, 0.0, floor, f"{what} (gave up after {attempt} attempts)"
+        )
+    delay = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
+    return RetryDecision(True, delay, floor, f"{what} (retry {attempt + 1}/{settings.max_attempts})")

@@ -1,0 +1,52 @@
+"""Scheduler settings: one frozen dataclass, one docstring line per field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    safety_margin: float = 0.10
+    """Fraction of each device's total memory never handed out (readings lag, peaks jitter)."""
+
+    max_instances_per_device: int = 8
+    """Instances on one device; compute saturates after 2-3, memory usually binds first."""
+
+    max_instances_total: int = 64
+    """Instances across all devices (host RAM, file handles, CPU for decoding)."""
+
+    max_loads_per_device: int = 2
+    """Concurrent model loads on one device; a throughput knob, not a safety net."""
+
+    aging_s_per_point: float = 300.0
+    """Seconds of waiting that raise a job's effective priority by one point."""
+
+    backfill: bool = True
+    """Let later jobs start while the head job waits, if they do not delay it."""
+
+    max_attempts: int = 3
+    """Attempts before a retryable failure becomes final."""
+
+    backoff_base_s: float = 2.0
+    """Delay before the first retry; doubles with each attempt."""
+
+    backoff_max_s: float = 60.0
+    """Upper bound on the retry delay."""
+
+    oom_estimate_factor: float = 1.25
+    """After an out-of-memory failure the job's estimate is raised by this factor."""
+
+    oom_cooldown_s: float = 5.0
+    """After an out-of-memory failure the device admits nothing for this long."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.safety_margin < 1.0:
+            raise ValueError(f"safety_margin must be in [0, 1), got {self.safety_margin}")
+        for name in ("max_instances_per_device", "max_instances_total", "max_loads_per_device"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.aging_s_per_point <= 0:
+            raise ValueError("aging_s_per_point must be positive")

@@ -1,0 +1,52 @@
+"""What the planner sees of the world: device readings and our instances.
+
+Plain frozen values, built by the runtime (from NVML, psutil or a fake) or by
+the simulator, so the planner never touches a device itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramscribe.core.jobs import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSnapshot:
+    """One reading of one device.
+
+    ``foreign_peak_mb`` is the most memory processes that are not ours used in
+    a recent window (None: unknown); the planner keeps the difference to the
+    current foreign use free, so a neighbour that grows back finds its memory.
+    ``cooldown_until`` stops admissions after an out-of-memory failure.
+    """
+
+    id: str
+    kind: str
+    total_mb: float
+    free_mb: float
+    max_instances: int | None = None
+    foreign_peak_mb: float | None = None
+    cooldown_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One of our model instances as the runtime last saw it.
+
+    ``reserved_mb`` is the expected peak the planner granted; ``observed_mb``
+    what the device attributes to the instance's process now (0 while it starts).
+    ``expected_end`` is when the runtime expects the memory back.
+    """
+
+    job_id: str
+    device_id: str
+    state: JobState
+    reserved_mb: float
+    observed_mb: float
+    expected_end: float
+    priority: int = 0
+
+    @property
+    def outstanding_mb(self) -> float:
+        return max(0.0, self.reserved_mb - self.observed_mb)

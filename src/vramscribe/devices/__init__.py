@@ -1,0 +1,1 @@
+"""Devices: NVML GPUs, the CPU, and a fake for tests and the simulator."""

@@ -1,0 +1,35 @@
+"""One exception hierarchy for the whole package.
+
+Every error a user can meet derives from :class:`VramscribeError`, so callers
+(the CLI, the service) can catch one type and print its message. Each class's
+docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class VramscribeError(Exception):
+    """Something went wrong in vramscribe."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class IllegalTransition(VramscribeError):
+    """A job was asked to move between two states that its lifecycle does not connect."""
+
+
+class UnknownModel(VramscribeError):
+    """No memory estimate or model files are known for this model name."""
+
+
+class DeviceOutOfMemory(VramscribeError):
+    """The device has no room for this allocation."""
+
+
+class DeviceUnavailable(VramscribeError):
+    """The requested device cannot be used on this machine."""
+
+
+class ScenarioError(VramscribeError):
+    """A simulation scenario is malformed."""
