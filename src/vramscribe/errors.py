@@ -33,3 +33,19 @@ class DeviceUnavailable(VramscribeError):
 
 class ScenarioError(VramscribeError):
     """A simulation scenario is malformed."""
+
+
+class BadInput(VramscribeError):
+    """The input is not audio that can be decoded (empty, truncated, or another kind of file)."""
+
+
+class InputNotFound(VramscribeError):
+    """No audio files were found at the given path."""
+
+
+class ModelNotAvailable(VramscribeError):
+    """The model cannot be found locally and cannot be downloaded from here."""
+
+
+class EngineError(VramscribeError):
+    """The transcription engine failed."""
