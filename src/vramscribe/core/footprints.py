@@ -122,7 +122,12 @@ class FootprintBook:
         return json.dumps(
             {
                 "learned": [
-                    {"key": list(k), "peak_mb": v.peak_mb, "audio_s": v.audio_s, "samples": v.samples}
+                    {
+                        "key": list(k),
+                        "peak_mb": v.peak_mb,
+                        "audio_s": v.audio_s,
+                        "samples": v.samples,
+                    }
                     for k, v in sorted(self.learned.items())
                 ],
                 "speeds": [{"key": list(k), "speed_x": v} for k, v in sorted(self.speeds.items())],

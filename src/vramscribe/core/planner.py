@@ -91,8 +91,8 @@ class _Dev:
     """Mutable per-call bookkeeping for one device."""
 
     __slots__ = (
-        "capacity",
         "cap",
+        "capacity",
         "extra",
         "free",
         "hold",
@@ -190,7 +190,10 @@ def plan(
         return result
 
     ordered: Iterable[Job]
-    if isinstance(pending, PendingQueue) and pending.aging_s_per_point == settings.aging_s_per_point:
+    if (
+        isinstance(pending, PendingQueue)
+        and pending.aging_s_per_point == settings.aging_s_per_point
+    ):
         ordered = pending
     else:
         aging = settings.aging_s_per_point
@@ -200,7 +203,9 @@ def plan(
         kind: min(book.loaded_mb(k) for k in _smallest_keys(book, kind))
         for kind in {d.kind for d in devs}
     }
+    capacity = {kind: max(d.capacity for d in devs if d.kind == kind) for kind in min_loaded}
     open_devs = _open_devices(devs, settings, now, min_loaded)
+    examined_after_head = 0
     for job in ordered:
         if job.state is not JobState.PENDING:
             continue
@@ -208,43 +213,35 @@ def plan(
             result.reasons[job.id] = f"retrying in {job.not_before - now:.0f} s"
             continue
         if total >= settings.max_instances_total:
-            result.default_reason = (
-                f"instance cap reached ({total}/{settings.max_instances_total})"
-            )
+            result.default_reason = f"instance cap reached ({total}/{settings.max_instances_total})"
             break
         if not open_devs:
             result.default_reason = _closed_summary(devs, settings, now)
             break
-        fitting: list[tuple[_Dev, float]] = []
-        blockers: list[tuple[float, str]] = []
-        never = True
-        for dev in devs:
-            est = _estimate(job, book, dev.kind)
-            if est <= dev.capacity:
-                never = False
-            closed = dev.closed_reason(settings, now)
-            if closed is not None:
-                blockers.append((-math.inf, closed))
-                continue
-            if est > dev.free:
-                blockers.append(
-                    (
-                        dev.free - est,
-                        f"waiting for memory on {dev.snap.id} (needs {gib(est)} GiB, "
-                        f"{gib(max(0.0, dev.free))} free after reservations)",
-                    )
+        if result.hold is not None:
+            examined_after_head += 1
+            if examined_after_head > settings.backfill_depth:
+                result.default_reason = (
+                    f"queued behind job {result.hold.job_id} and {settings.backfill_depth} others"
                 )
+                break
+        ests = {kind: _estimate(job, book, kind) for kind in min_loaded}
+        if all(est > capacity[kind] for kind, est in ests.items()):
+            result.rejects.append(Reject(job.id, _too_big(max(ests.values()), capacity)))
+            continue
+        fitting: list[tuple[_Dev, float]] = []
+        blocker: tuple[float, _Dev, float] | None = None  # (score, device, estimate)
+        for dev in open_devs:
+            est = ests[dev.kind]
+            if est > dev.free:
+                if blocker is None or dev.free - est > blocker[0]:
+                    blocker = (dev.free - est, dev, est)
                 continue
             if dev.hold is not None and est > dev.extra:
                 ends = now + _expected_duration(job, book, dev.kind)
                 if ends > dev.hold.start_at:
-                    blockers.append(
-                        (
-                            -1.0,
-                            f"held back for job {dev.hold.job_id} (higher priority) "
-                            f"on {dev.snap.id}",
-                        )
-                    )
+                    if blocker is None or blocker[0] < 0:
+                        blocker = (0.0, dev, est)
                     continue
             fitting.append((dev, est))
         if fitting:
@@ -261,20 +258,30 @@ def plan(
             dev.releases.sort()
             open_devs = _open_devices(devs, settings, now, min_loaded)
             continue
-        if never:
-            best = max(d.capacity for d in devs)
-            result.rejects.append(
-                Reject(
-                    job.id,
-                    f"needs {gib(_estimate(job, book, devs[0].kind))} GiB, more than any "
-                    f"device can offer ({gib(max(0.0, best))} GiB usable on the largest)",
-                )
+        assert blocker is not None
+        _, bdev, est = blocker
+        if bdev.hold is not None and est <= bdev.free:
+            reason = f"held back for job {bdev.hold.job_id} (higher priority) on {bdev.snap.id}"
+        else:
+            reason = (
+                f"waiting for memory on {bdev.snap.id} (needs {gib(est)} GiB, "
+                f"{gib(max(0.0, bdev.free))} free after reservations)"
             )
-            continue
-        result.reasons[job.id] = max(blockers)[1]
-        if settings.backfill and result.hold is None:
+        result.reasons[job.id] = reason
+        if result.hold is None:
+            if not settings.backfill:
+                result.default_reason = f"waiting behind job {job.id} (strict order)"
+                break
             _hold_for(job, devs, book, result, now)
     return result
+
+
+def _too_big(est: float, capacity: dict[str, float]) -> str:
+    best = max(capacity.values())
+    return (
+        f"needs {gib(est)} GiB, more than any device can offer "
+        f"({gib(max(0.0, best))} GiB usable on the largest)"
+    )
 
 
 def _hold_for(job: Job, devs: list[_Dev], book: FootprintBook, result: Plan, now: float) -> None:
@@ -308,10 +315,7 @@ def _open_devices(
     devs: list[_Dev], settings: Settings, now: float, min_loaded: dict[str, float]
 ) -> list[_Dev]:
     return [
-        d
-        for d in devs
-        if d.closed_reason(settings, now) is None
-        and d.free >= min_loaded[d.kind]
+        d for d in devs if d.closed_reason(settings, now) is None and d.free >= min_loaded[d.kind]
     ]
 
 
@@ -319,5 +323,7 @@ def _closed_summary(devs: list[_Dev], settings: Settings, now: float) -> str:
     parts = []
     for d in devs:
         closed = d.closed_reason(settings, now)
-        parts.append(closed or f"{d.snap.id} has {gib(max(0.0, d.free))} GiB free after reservations")
+        parts.append(
+            closed or f"{d.snap.id} has {gib(max(0.0, d.free))} GiB free after reservations"
+        )
     return "waiting: " + "; ".join(parts)

@@ -45,8 +45,8 @@ def decide_retry(
     if kind in NOT_RETRIED:
         return RetryDecision(False, 0.0, floor, f"{what} (not retried)")
     if attempt >= settings.max_attempts:
-        return RetryDecision(
-            False, 0.0, floor, f"{what} (gave up after {attempt} attempts)"
-        )
+        return RetryDecision(False, 0.0, floor, f"{what} (gave up after {attempt} attempts)")
     delay = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
-    return RetryDecision(True, delay, floor, f"{what} (retry {attempt + 1}/{settings.max_attempts})")
+    return RetryDecision(
+        True, delay, floor, f"{what} (retry {attempt + 1}/{settings.max_attempts})"
+    )

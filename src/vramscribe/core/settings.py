@@ -25,6 +25,9 @@ class Settings:
     backfill: bool = True
     """Let later jobs start while the head job waits, if they do not delay it."""
 
+    backfill_depth: int = 1000
+    """Jobs after the waiting head that one call tries; the rest share a reason (bounds cost)."""
+
     max_attempts: int = 3
     """Attempts before a retryable failure becomes final."""
 

@@ -141,7 +141,10 @@ class Vramscribe:
         decisions = plan(now, sim.queue, snaps, views, sim.settings, self.book)
         for reject in decisions.rejects:
             sim.reject(reject.job_id, reject.reason)
-        return [Admission(s.job_id, s.device_id, s.reserved_mb, s.expected_end) for s in decisions.starts]
+        return [
+            Admission(s.job_id, s.device_id, s.reserved_mb, s.expected_end)
+            for s in decisions.starts
+        ]
 
     def on_finished(self, inst: SimInstance, now: float, ok: bool) -> None:
         gone = self.releasing.setdefault(inst.gpu.id, {})

@@ -163,7 +163,9 @@ def parse_scenario(data: dict[str, Any]) -> Scenario:
 
 def builtin_names() -> list[str]:
     folder = resources.files("vramscribe.sim") / "scenarios"
-    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
 
 
 def load_scenario(name_or_path: str) -> Scenario:

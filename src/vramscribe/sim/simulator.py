@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vramscribe.core.footprints import builtin_estimate
-from vramscribe.core.jobs import Job, JobState, transition
+from vramscribe.core.jobs import DEFAULT_PRIORITY, Job, JobState, transition
 from vramscribe.core.profiles import PROFILES, contention, growth, profile_for
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import FailureKind, decide_retry
@@ -160,7 +160,9 @@ class Simulation:
         self.gpus = [
             SimGpu(
                 spec,
-                FakeDevice(spec.id, spec.total_mb, spec.lag_s, scenario.foreign_script(spec, horizon)),
+                FakeDevice(
+                    spec.id, spec.total_mb, spec.lag_s, scenario.foreign_script(spec, horizon)
+                ),
             )
             for spec in scenario.gpus
         ]
@@ -317,9 +319,10 @@ class Simulation:
             transition(job, JobState.LOADING, now, f"admitted on {gpu.id}")
             self.first_start.setdefault(job.id, now)
             self._next_pid += 1
-            true_mb = builtin_estimate(
-                (job.model, job.compute_type, job.batch_size, "cuda")
-            ) * sj.mem_factor
+            true_mb = (
+                builtin_estimate((job.model, job.compute_type, job.batch_size, "cuda"))
+                * sj.mem_factor
+            )
             gpu.instances.append(
                 SimInstance(
                     job=job,
@@ -372,10 +375,15 @@ class Simulation:
         done = [j for j in jobs if j.state is JobState.COMPLETED]
         failed = [j for j in jobs if j.state is JobState.FAILED]
         makespan = self.now
-        waits_high = [self.first_start[j.id] - j.submitted_at for j in jobs if j.id in self.first_start and j.priority > 50]
-        waits_norm = [self.first_start[j.id] - j.submitted_at for j in jobs if j.id in self.first_start and j.priority <= 50]
-        large = [self.first_start.get(j.id, makespan) - j.submitted_at for j in jobs if j.model in LARGE_MODELS]
-        small = [self.first_start.get(j.id, makespan) - j.submitted_at for j in jobs if j.model in SMALL_MODELS]
+
+        def wait(j: Job) -> float:
+            return self.first_start.get(j.id, makespan) - j.submitted_at
+
+        started = [j for j in jobs if j.id in self.first_start]
+        waits_high = [wait(j) for j in started if j.priority > DEFAULT_PRIORITY]
+        waits_norm = [wait(j) for j in started if j.priority <= DEFAULT_PRIORITY]
+        large = [wait(j) for j in jobs if j.model in LARGE_MODELS]
+        small = [wait(j) for j in jobs if j.model in SMALL_MODELS]
         starvation = (max(large) / max(max(small), 1e-9)) if large and small else 0.0
         util = statistics.fmean(g.mem_integral for g in self.gpus) / makespan if makespan else 0.0
         return SimResult(

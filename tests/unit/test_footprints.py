@@ -1,0 +1,71 @@
+import pytest
+
+from vramscribe.core.footprints import FootprintBook, builtin_estimate
+from vramscribe.core.profiles import contention, growth
+from vramscribe.errors import UnknownModel
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (("tiny", "float16", 1, "cuda"), 600),
+        (("tiny.en", "int8", 1, "cuda"), 500),
+        (("large-v3", "default", 1, "cuda"), 4600),
+        (("large-v3", "int8_float16", 1, "cuda"), 3000),
+        (("medium", "float32", 1, "cuda"), 400 + 2 * 2200),
+        (("small", "float16", 8, "cuda"), 1200 + 1500),
+        (("base", "default", 1, "cpu"), 600 - 400 + 200),
+        (("Systran/faster-whisper-large-v3", "float16", 1, "cuda"), 4600),
+        (("turbo", "float16", 1, "cuda"), 2550),
+    ],
+)
+def test_builtin_estimates_follow_the_design_table(
+    key: tuple[str, str, int, str], expected: float
+) -> None:
+    assert builtin_estimate(key) == pytest.approx(expected)
+
+
+def test_unknown_model_has_no_estimate() -> None:
+    with pytest.raises(UnknownModel, match="whisper-xxl"):
+        builtin_estimate(("whisper-xxl", "float16", 1, "cuda"))
+
+
+def test_learned_peak_overrides_builtin_and_grows_with_audio() -> None:
+    book = FootprintBook()
+    key = ("small", "float16", 1, "cuda")
+    assert book.estimate(key, 0) == pytest.approx(1200)
+    book.observe_peak(key, 1500 * growth(1800), 1800)
+    assert book.loaded_mb(key) == pytest.approx(1500)
+    assert book.estimate(key, 0) == pytest.approx(1500)
+    assert book.estimate(key, 3600) == pytest.approx(1500 * 1.25)
+
+
+def test_learned_peak_is_a_high_water_mark() -> None:
+    book = FootprintBook()
+    key = ("tiny", "int8", 1, "cuda")
+    book.observe_peak(key, 900, 0)
+    book.observe_peak(key, 700, 0)
+    assert book.loaded_mb(key) == pytest.approx(900)
+    assert book.learned[key].samples == 2
+    book.observe_peak(key, 1000, 0)
+    assert book.loaded_mb(key) == pytest.approx(1000)
+
+
+def test_book_round_trips_through_json() -> None:
+    book = FootprintBook()
+    book.observe_peak(("medium", "float16", 1, "cuda"), 2900, 600)
+    book.observe_speed(("medium", "float16", 1, "cuda"), 25.0)
+    again = FootprintBook.from_json(book.to_json())
+    assert again.learned == book.learned
+    assert again.speeds == book.speeds
+    assert again.estimate(("medium", "float16", 1, "cuda"), 60) == pytest.approx(
+        book.estimate(("medium", "float16", 1, "cuda"), 60)
+    )
+
+
+@pytest.mark.parametrize(
+    ("k", "s_max", "expected"),
+    [(0, 2.0, 0.0), (1, 2.0, 1.0), (2, 2.0, 4 / 3), (3, 3.0, 9 / 5), (100, 1.1, 110 / 100.1)],
+)
+def test_contention_model(k: int, s_max: float, expected: float) -> None:
+    assert contention(k, s_max) == pytest.approx(expected)
