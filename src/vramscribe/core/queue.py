@@ -12,13 +12,24 @@ import bisect
 from collections.abc import Iterator
 
 from vramscribe.core.jobs import Job
+from vramscribe.core.profiles import profile_for
 
-OrderKey = tuple[float, float, str]
+OrderKey = tuple[float, float, float, str]
 
 
 def order_key(job: Job, aging_s_per_point: float) -> OrderKey:
-    """Effective priority descending, then submission time, then id."""
-    return (job.submitted_at / aging_s_per_point - job.priority, job.submitted_at, job.id)
+    """Effective priority descending, then submission time, then biggest model first.
+
+    Among jobs submitted together (a batch), bigger models go first: first-fit
+    decreasing packs memory better, and small jobs backfill around the big
+    ones instead of big ones being left for the end, where they would wait
+    for the whole device to drain (the starvation the seed design suffers).
+    Ordering by audio length instead would fill the device with the longest
+    files first and make early high-priority arrivals wait for them.
+    """
+    profile = profile_for(job.model)
+    size = profile.fp16_mb if profile else 0.0
+    return (job.submitted_at / aging_s_per_point - job.priority, job.submitted_at, -size, job.id)
 
 
 class PendingQueue:
