@@ -13,23 +13,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from vramscribe.devices.base import Reading
 from vramscribe.errors import DeviceOutOfMemory
 
 FOREIGN = -1  # pseudo process id of the neighbour
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One device reading, as NVML would give it."""
-
-    time: float
-    total_mb: float
-    free_mb: float
-    processes: dict[int, float]
-
-    @property
-    def used_mb(self) -> float:
-        return self.total_mb - self.free_mb
 
 
 @dataclass(slots=True)
@@ -46,6 +33,7 @@ class FakeDevice:
     lag_s: float = 0.0
     foreign_script: list[tuple[float, float]] = field(default_factory=list)
     kind: str = "fake"
+    max_instances: int | None = None
     used: dict[int, float] = field(default_factory=dict)
     oom_events: int = 0
     foreign_oom_events: int = 0
@@ -111,6 +99,9 @@ class FakeDevice:
         state = self._states[max(idx, 0)]
         procs = {pid: mb for pid, mb in state.items() if pid != FOREIGN}
         return Reading(now, self.total_mb, self.total_mb - sum(state.values()), procs)
+
+    def read(self, now: float) -> Reading:
+        return self.reading(now)
 
     def _set(self, pid: int, mb: float, now: float) -> None:
         self.used[pid] = mb
