@@ -53,6 +53,7 @@ def profile_for(model: str) -> ModelProfile | None:
     """Find the profile for a model name, ignoring ``.en`` and path prefixes."""
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
     name = name.removeprefix("faster-whisper-").removeprefix("whisper-")
+    name = ALIASES.get(name, name)
     if name.endswith(".en"):
         name = name[:-3]
     name = ALIASES.get(name, name)

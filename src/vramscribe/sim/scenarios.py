@@ -73,8 +73,11 @@ class Scenario:
     mem_jitter: tuple[float, float] = (0.95, 1.10)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    fixed_jobs: tuple[SimJob, ...] = ()
 
     def jobs(self) -> list[SimJob]:
+        if self.fixed_jobs:
+            return list(self.fixed_jobs)
         rng = random.Random(self.seed)
         models = sorted(self.model_mix)
         weights = [self.model_mix[m] for m in models]

@@ -1,0 +1,3 @@
+from vramscribe.cli import main
+
+main()

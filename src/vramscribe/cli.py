@@ -1,0 +1,270 @@
+"""The ``vramscribe`` command: transcribe, devices, simulate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from vramscribe.core.footprints import FootprintBook
+from vramscribe.core.jobs import Job, JobState, parse_priority
+from vramscribe.core.settings import Settings
+from vramscribe.devices.base import Device
+from vramscribe.engines.base import EngineOptions
+from vramscribe.errors import BadInput, VramscribeError
+from vramscribe.outputs import FORMATS, missing_outputs, output_path
+from vramscribe.paths import data_dir, new_run_dir
+from vramscribe.view import LiveView, PlainLog, fmt_duration
+
+
+def pick_devices(spec: str, cpu_threads: int) -> list[Device]:
+    """``auto``: every NVIDIA GPU if NVML finds one, else the CPU."""
+    from vramscribe.devices.cpu import CpuDevice
+
+    if spec == "cpu":
+        return [CpuDevice(threads_per_instance=cpu_threads)]
+    if spec.startswith("fake:"):
+        from vramscribe.devices.shared_fake import SharedFakeDevice
+
+        return [SharedFakeDevice(Path(spec.removeprefix("fake:")))]
+    from vramscribe.devices.nvml import discover_gpus, nvml_available
+
+    if spec == "auto":
+        if nvml_available():
+            return list(discover_gpus())
+        return [CpuDevice(threads_per_instance=cpu_threads)]
+    gpus = {g.id: g for g in discover_gpus()}
+    if spec == "cuda":
+        return list(gpus.values())
+    wanted = [s.strip() for s in spec.split(",")]
+    missing = [w for w in wanted if w not in gpus]
+    if missing:
+        raise click.BadParameter(f"no such device {', '.join(missing)} (found: {', '.join(gpus)})")
+    return [gpus[w] for w in wanted]
+
+
+def load_book(path: Path) -> FootprintBook:
+    try:
+        return FootprintBook.from_json(path.read_text())
+    except (OSError, ValueError, KeyError):
+        return FootprintBook()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vramscribe")
+def main() -> None:
+    """Transcribe many audio files at once with Whisper, without running out of GPU memory."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "-m", default="tiny.en", show_default=True, help="Model name or folder.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda, or cuda:0,cuda:1 (auto: all GPUs NVML finds, else the CPU).",
+)
+@click.option(
+    "--compute-type",
+    default="default",
+    show_default=True,
+    type=click.Choice(["default", "auto", "int8", "int8_float16", "float16", "float32"]),
+)
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--language", default=None, help="Language code; detected when omitted.")
+@click.option("--beam-size", default=5, show_default=True, type=click.IntRange(1, 20))
+@click.option("--vad/--no-vad", default=False, help="Skip silence with the VAD filter.")
+@click.option("--word-timestamps", is_flag=True, help="Include word timings in json output.")
+@click.option("--initial-prompt", default=None)
+@click.option("--hotwords", default=None, help="Words to bias towards, e.g. product names.")
+@click.option(
+    "--priority", default="normal", show_default=True, help="low, normal, high, urgent or 0-100."
+)
+@click.option("--out-dir", type=click.Path(path_type=Path), help="Write outputs here.")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    help="Output formats (repeatable; default: txt and srt).",
+)
+@click.option("--max-instances", type=click.IntRange(1, 256), help="Instances across devices.")
+@click.option("--safety-margin", default=0.10, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--cpu-threads", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option("--overwrite", is_flag=True, help="Redo files whose outputs already exist.")
+@click.option("--hang-timeout", default=600.0, show_default=True, help="Seconds without progress.")
+@click.option("--engine", default="faster-whisper", hidden=True)
+@click.option("--fake-config", default="{}", hidden=True)
+def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
+    """Transcribe audio files and folders (searched recursively).
+
+    Outputs go next to each input (or under --out-dir, mirroring the input
+    tree); files whose outputs exist are skipped, so rerunning resumes a batch.
+    Exit code 0 only if every file succeeded.
+    """
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        code = _transcribe(paths, opts, console)
+    except VramscribeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        code = 2
+    sys.exit(code)
+
+
+def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) -> int:
+    from vramscribe.audio import discover, probe_duration
+    from vramscribe.models import resolve_model
+    from vramscribe.runtime.runner import Runner, Task
+
+    found = discover(paths)
+    for err in found.errors:
+        console.print(f"[red]error:[/red] {err}")
+    if not found.files:
+        console.print("[red]nothing to transcribe[/red]")
+        return 2
+    try:
+        priority = parse_priority(opts["priority"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--priority") from None
+    engine_name = opts["engine"]
+    if engine_name == "fake":
+        model_path, profile = opts["model"], opts["model"]
+    else:
+        resolved = resolve_model(opts["model"])
+        model_path, profile = resolved.path, resolved.profile_name or opts["model"]
+    devices = pick_devices(opts["device"], opts["cpu_threads"])
+    settings = Settings(
+        safety_margin=opts["safety_margin"],
+        max_instances_total=opts["max_instances"] or Settings().max_instances_total,
+    )
+    book_path = data_dir() / "footprints.json"
+    book = load_book(book_path)
+    run_dir = new_run_dir()
+    runner = Runner(devices, settings, book, run_dir=run_dir, hang_timeout_s=opts["hang_timeout"])
+    formats = list(opts["formats"] or ("txt", "srt"))
+    engine = EngineOptions(
+        engine=engine_name,
+        model=opts["model"],
+        model_path=model_path,
+        compute_type=opts["compute_type"],
+        batch_size=opts["batch_size"],
+        cpu_threads=opts["cpu_threads"],
+        language=opts["language"],
+        beam_size=opts["beam_size"],
+        vad_filter=opts["vad"],
+        word_timestamps=opts["word_timestamps"],
+        initial_prompt=opts["initial_prompt"],
+        hotwords=opts["hotwords"],
+        fake=json.loads(opts["fake_config"]),
+    )
+    skipped = 0
+    for n, (file, root) in enumerate(found.files, start=1):
+        if not opts["overwrite"] and not missing_outputs(file, root, formats, opts["out_dir"]):
+            skipped += 1
+            continue
+        outputs = [(f, output_path(file, root, f, opts["out_dir"])) for f in formats]
+        job = Job(
+            str(n),
+            profile,
+            priority=priority,
+            submitted_at=runner.clock(),
+            compute_type=opts["compute_type"],
+            batch_size=opts["batch_size"],
+        )
+        task = Task(job, file, engine, outputs)
+        try:
+            job.audio_s = probe_duration(file)
+        except BadInput as exc:
+            runner.fail_now(task, str(exc))
+            continue
+        runner.add(task)
+    if skipped:
+        console.print(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)")
+    try:
+        if console.is_terminal:
+            with LiveView(runner, console) as view:
+                runner.listeners.append(view)
+                runner.run()
+        else:
+            runner.listeners.append(PlainLog(runner))
+            runner.run()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping workers[/yellow]")
+        runner.stop()
+        return 130
+    finally:
+        book_path.parent.mkdir(parents=True, exist_ok=True)
+        book_path.write_text(book.to_json())
+    tasks = list(runner.tasks.values())
+    print_summary(console, tasks, runner)
+    ok = all(t.job.state is JobState.COMPLETED for t in tasks) and not found.errors
+    return 0 if ok else 1
+
+
+def print_summary(console: Console, tasks: list[Any], runner: Any) -> None:
+    import time
+
+    wall = time.monotonic() - min((t.job.submitted_at for t in tasks), default=time.monotonic())
+    done = [t for t in tasks if t.job.state is JobState.COMPLETED]
+    failed = [t for t in tasks if t.job.state is not JobState.COMPLETED]
+    audio = sum(t.job.audio_s for t in done)
+    table = Table(title="vramscribe summary")
+    table.add_column("files")
+    table.add_column("audio")
+    table.add_column("wall time")
+    table.add_column("speed")
+    table.add_column("failed")
+    speed = audio / wall if wall > 0 else 0.0
+    table.add_row(
+        f"{len(done)}/{len(tasks)}",
+        fmt_duration(audio),
+        fmt_duration(wall),
+        f"{speed:.1f}x",
+        str(len(failed)),
+    )
+    console.print(table)
+    for t in failed:
+        reason = (t.job.error or t.job.state.value).removeprefix(f"{t.input}: ")
+        console.print(f"[red]failed[/red] {t.input}: {reason}")
+    console.print(f"run folder: {runner.run_dir}")
+
+
+@main.command()
+@click.option("--device", default="auto", show_default=True)
+def devices(device: str) -> None:
+    """Show the devices vramscribe sees, their memory, and which processes use it."""
+    console = Console()
+    try:
+        found = pick_devices(device, 1)
+    except VramscribeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    table = Table("device", "kind", "total", "free", "processes")
+    for dev in found:
+        r = dev.read(0.0)
+        procs = ", ".join(f"{pid}: {mb:.0f} MB" for pid, mb in sorted(r.processes.items()))
+        table.add_row(
+            dev.id, dev.kind, f"{r.total_mb / 1024:.1f} GiB", f"{r.free_mb / 1024:.1f} GiB", procs
+        )
+    console.print(table)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
+@click.option("--model", default="large-v3", show_default=True)
+def simulate(source: str, gpus: str, model: str) -> None:
+    """Plan capacity: how long a folder of audio (or a scenario file) would take."""
+    from vramscribe.sim.capacity import simulate_command
+
+    sys.exit(simulate_command(source, gpus, model, Console()))
+
+
+if __name__ == "__main__":
+    main()

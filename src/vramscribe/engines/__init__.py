@@ -1,0 +1,1 @@
+"""Engines: what turns audio into a transcript inside a worker process."""

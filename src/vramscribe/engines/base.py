@@ -1,0 +1,58 @@
+"""The engine protocol and the options every engine understands.
+
+Options travel from the parent to a worker process as JSON, so they are a
+plain dataclass with ``to_dict``/``from_dict`` and no live objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vramscribe.transcript import Segment, Transcript
+
+ProgressFn = Callable[[float], None]
+SegmentFn = Callable[[Segment], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    engine: str = "faster-whisper"
+    """``faster-whisper`` or ``fake``."""
+    model: str = "tiny.en"
+    """What the user typed; reported in outputs."""
+    model_path: str = ""
+    """What the engine loads: a folder, or a name faster-whisper may download."""
+    device: str = "cpu"
+    """``cpu`` or ``cuda``."""
+    device_index: int = 0
+    compute_type: str = "default"
+    batch_size: int = 1
+    cpu_threads: int = 0
+    language: str | None = None
+    beam_size: int = 5
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    fake: dict[str, Any] = field(default_factory=dict)
+    """Behaviour of the fake engine (memory, speed, failures); ignored by real ones."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineOptions:
+        return cls(**data)
+
+
+class Engine(Protocol):
+    def load(self) -> float:
+        """Load the model; returns the memory in MB this process now holds for it."""
+        ...
+
+    def transcribe(
+        self, path: Path, on_progress: ProgressFn, on_segment: SegmentFn
+    ) -> Transcript: ...

@@ -1,0 +1,79 @@
+"""A fake engine with the real engine's protocol, for machines without a GPU.
+
+It claims memory on a shared fake device (so the parent sees it in readings,
+with lag), takes time in proportion to the audio's length, reports progress
+and segments, and can be told to fail to load, run out of memory, crash or
+hang, on chosen attempts only, so retries can be tested end to end.
+
+Options (``EngineOptions.fake``): ``device_path`` (the shared fake device
+file), ``memory_mb``, ``load_s``, ``speed_x``, ``grow_mb`` (extra memory claimed
+halfway through), ``fail`` (``load_error``/``oom``/``crash``/``hang``) and
+``fail_attempts`` (attempt numbers that fail; default: all).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from vramscribe.audio import probe_duration
+from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
+from vramscribe.errors import DeviceOutOfMemory, EngineError
+from vramscribe.transcript import Segment, Transcript
+
+
+class FakeEngine:
+    def __init__(self, options: EngineOptions, attempt: int = 1) -> None:
+        self.options = options
+        self.cfg: dict[str, Any] = dict(options.fake)
+        self.attempt = attempt
+        self.device: Any = None
+
+    def _fails(self, what: str) -> bool:
+        if self.cfg.get("fail") != what:
+            return False
+        attempts = self.cfg.get("fail_attempts")
+        return attempts is None or self.attempt in attempts
+
+    def load(self) -> float:
+        from vramscribe.devices.shared_fake import SharedFakeDevice
+
+        time.sleep(float(self.cfg.get("load_s", 0.1)))
+        if self._fails("load_error"):
+            raise EngineError(f"cannot load model {self.options.model!r}: fake load failure")
+        memory = float(self.cfg.get("memory_mb", 1000.0))
+        if self._fails("oom"):
+            memory = 1e12
+        path = self.cfg.get("device_path")
+        if path:
+            self.device = SharedFakeDevice(Path(path))
+            self.device.allocate(os.getpid(), memory)  # raises DeviceOutOfMemory
+        return memory
+
+    def transcribe(self, path: Path, on_progress: ProgressFn, on_segment: SegmentFn) -> Transcript:
+        duration = probe_duration(path)
+        speed = float(self.cfg.get("speed_x", 20.0))
+        steps = max(1, int(duration // 2))
+        segments: list[Segment] = []
+        for k in range(steps):
+            if k == steps // 2:
+                if self._fails("crash"):
+                    os._exit(70)
+                if self._fails("hang"):
+                    while True:
+                        time.sleep(3600)
+                grow = float(self.cfg.get("grow_mb", 0.0))
+                if grow and self.device is not None:
+                    try:
+                        self.device.allocate(os.getpid(), grow)
+                    except DeviceOutOfMemory:
+                        raise
+            start, end = duration * k / steps, duration * (k + 1) / steps
+            time.sleep((end - start) / speed)
+            seg = Segment(start, end, f"fake segment {k + 1}")
+            segments.append(seg)
+            on_segment(seg)
+            on_progress(end)
+        return Transcript(tuple(segments), "en", duration, self.options.model, {})

@@ -1,0 +1,87 @@
+"""The faster-whisper engine (CTranslate2), on the CPU or a CUDA GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
+from vramscribe.errors import EngineError
+from vramscribe.transcript import Segment, Transcript, Word
+
+
+def process_memory_mb(options: EngineOptions) -> float:
+    """Memory this process holds on its device: GPU memory via NVML, else RSS."""
+    pid = os.getpid()
+    if options.device == "cuda":
+        try:
+            from vramscribe.devices.nvml import process_gpu_memory
+
+            return float(sum(process_gpu_memory(pid).values()))
+        except Exception:
+            return 0.0
+    import psutil
+
+    return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
+
+
+class WhisperEngine:
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self._model: Any = None
+        self._pipeline: Any = None
+
+    def load(self) -> float:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        o = self.options
+        compute = "default" if o.compute_type == "auto" else o.compute_type
+        try:
+            self._model = WhisperModel(
+                o.model_path,
+                device=o.device,
+                device_index=o.device_index,
+                compute_type=compute,
+                cpu_threads=o.cpu_threads,
+                local_files_only=os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "True"),
+            )
+        except Exception as exc:
+            raise EngineError(f"cannot load model {o.model!r}: {exc}") from exc
+        if o.batch_size > 1:
+            self._pipeline = BatchedInferencePipeline(self._model)
+        return process_memory_mb(o)
+
+    def transcribe(self, path: Path, on_progress: ProgressFn, on_segment: SegmentFn) -> Transcript:
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "language": o.language,
+            "beam_size": o.beam_size,
+            "vad_filter": o.vad_filter,
+            "word_timestamps": o.word_timestamps,
+            "initial_prompt": o.initial_prompt,
+            "hotwords": o.hotwords,
+        }
+        if self._pipeline is not None:
+            segments_iter, info = self._pipeline.transcribe(
+                str(path), batch_size=o.batch_size, **kwargs
+            )
+        else:
+            segments_iter, info = self._model.transcribe(str(path), **kwargs)
+        segments: list[Segment] = []
+        for s in segments_iter:
+            words = None
+            if o.word_timestamps and s.words is not None:
+                words = tuple(Word(w.start, w.end, w.word, w.probability) for w in s.words)
+            seg = Segment(float(s.start), float(s.end), s.text, words)
+            segments.append(seg)
+            on_segment(seg)
+            on_progress(float(s.end))
+        on_progress(float(info.duration))
+        return Transcript(
+            segments=tuple(segments),
+            language=str(info.language),
+            duration_s=float(info.duration),
+            model=o.model,
+            timings={},
+        )

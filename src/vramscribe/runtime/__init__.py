@@ -1,0 +1,1 @@
+"""The imperative shell: reads devices, asks the planner, runs worker processes."""

@@ -1,0 +1,90 @@
+"""``vramscribe simulate``: capacity planning for a real folder of audio."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from vramscribe.core.profiles import profile_for
+from vramscribe.errors import BadInput, ScenarioError
+from vramscribe.sim.policies import make_policy
+from vramscribe.sim.scenarios import GIB_MB, GpuSpec, Scenario, SimJob, load_scenario
+from vramscribe.sim.simulator import Simulation
+
+POLICIES = ["sequential", "static-2", "static-4", "seed", "vramscribe"]
+
+
+def parse_gpus(spec: str) -> tuple[GpuSpec, ...]:
+    """``2x24g`` or ``8x80g,1x16g`` -> GPU specs."""
+    gpus: list[GpuSpec] = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*g(?:ib)?\s*", part, re.IGNORECASE)
+        if not m:
+            raise ScenarioError(f"cannot read --gpus {part!r}; write e.g. 2x24g or 8x80g")
+        for _ in range(int(m.group(1))):
+            gpus.append(GpuSpec(f"cuda:{len(gpus)}", float(m.group(2)) * GIB_MB))
+    return tuple(gpus)
+
+
+def folder_scenario(folder: Path, gpus: tuple[GpuSpec, ...], model: str) -> Scenario:
+    from vramscribe.audio import discover, probe_duration
+
+    if profile_for(model) is None:
+        raise ScenarioError(f"no memory profile for model {model!r}")
+    found = discover([folder])
+    rng = random.Random(0)
+    jobs = []
+    for n, (file, _) in enumerate(found.files):
+        try:
+            length = probe_duration(file)
+        except BadInput:
+            continue
+        jobs.append(SimJob(f"j{n:05d}", model, length, 50, 0.0, rng.uniform(1, 5), 1.0))
+    if not jobs:
+        raise ScenarioError(f"no readable audio under {folder}")
+    return Scenario(
+        name=str(folder),
+        seed=0,
+        gpus=gpus,
+        initial_jobs=len(jobs),
+        arrivals=0,
+        arrival_window_s=0.0,
+        high_fraction=0.0,
+        model_mix={model: 1.0},
+        fixed_jobs=tuple(jobs),
+    )
+
+
+def simulate_command(source: str, gpus_spec: str, model: str, console: Console) -> int:
+    try:
+        path = Path(source)
+        if path.is_dir():
+            scenario = folder_scenario(path, parse_gpus(gpus_spec), model)
+        else:
+            scenario = load_scenario(source)
+    except ScenarioError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    jobs = scenario.jobs()
+    audio = sum(j.audio_s for j in jobs)
+    console.print(
+        f"{len(jobs)} files, {audio / 3600:.2f} h of audio on "
+        f"{len(scenario.gpus)} GPU(s); model mix {scenario.model_mix}"
+    )
+    table = Table("policy", "makespan", "speed", "OOMs", "failed", "mean memory use")
+    for name in POLICIES:
+        r = Simulation(scenario, make_policy(name)).run()
+        table.add_row(
+            name,
+            f"{r.makespan_s / 60:.1f} min",
+            f"{r.throughput_x:.1f}x",
+            str(r.oom_events),
+            str(r.failed),
+            f"{100 * r.mean_mem_util:.0f}%",
+        )
+    console.print(table)
+    return 0

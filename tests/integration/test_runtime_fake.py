@@ -1,0 +1,140 @@
+"""The real runtime with real worker processes, on a shared fake GPU with the fake engine."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_wav
+from vramscribe.core.jobs import Job, JobState
+from vramscribe.core.settings import Settings
+from vramscribe.devices.shared_fake import SharedFakeDevice
+from vramscribe.engines.base import EngineOptions
+from vramscribe.runtime.runner import Runner, Task
+
+# Built-in estimate of "small" float16 on a GPU-like device: 1200 MB.
+SMALL_MB = 1200.0
+
+
+def make_runner(
+    tmp_path: Path, total_mb: float, lag_s: float = 0.0, **kw: Any
+) -> tuple[Runner, SharedFakeDevice]:
+    device = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=total_mb, lag_s=lag_s)
+    settings = kw.pop("settings", Settings(safety_margin=0.0, backoff_base_s=0.2))
+    runner = Runner([device], settings, run_dir=tmp_path / "run", poll_s=0.05, **kw)
+    return runner, device
+
+
+def add_jobs(
+    runner: Runner,
+    device: SharedFakeDevice,
+    tmp_path: Path,
+    count: int,
+    seconds: float = 4.0,
+    **fake: Any,
+) -> list[Task]:
+    tasks = []
+    for n in range(count):
+        audio = write_wav(tmp_path / "in" / f"clip{n}.wav", seconds)
+        cfg = {"device_path": str(device.path), "memory_mb": SMALL_MB, "speed_x": 8.0,
+               "load_s": 0.2, **fake}  # fmt: skip
+        engine = EngineOptions(engine="fake", model="small", fake=cfg)
+        job = Job(f"{n}", "small", audio_s=seconds, compute_type="float16")
+        task = Task(job, audio, engine, [("txt", tmp_path / "out" / f"clip{n}.txt")])
+        runner.add(task)
+        tasks.append(task)
+    return tasks
+
+
+def test_lag_and_a_growing_neighbour_never_cause_an_oom(tmp_path: Path) -> None:
+    """The neighbour grows twice mid-run, each time just before an admission.
+
+    Each step (400 MB) is within the safety margin (10% of 5000 MB), which is
+    what covers growth that no reading can show yet: a reading lags 0.5 s, and
+    the admission right after the growth is blind to it.
+    """
+    settings = Settings(safety_margin=0.1, backoff_base_s=0.2)
+    runner, device = make_runner(tmp_path, total_mb=5000, lag_s=0.5, settings=settings)
+    tasks = add_jobs(runner, device, tmp_path, 8)
+    steps = {2: 400.0, 4: 800.0}
+
+    def grow_neighbour(event: dict[str, Any]) -> None:
+        done = sum(t.job.state is JobState.COMPLETED for t in tasks)
+        if done in steps:
+            device.set_foreign(steps.pop(done))
+
+    runner.listeners.append(grow_neighbour)
+    runner.run()
+    assert not steps, "the neighbour did not grow"
+    assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
+    state = device.true_state()
+    assert state.foreign_mb == 800.0
+    assert state.oom_events == 0 and state.foreign_oom_events == 0
+    assert all((tmp_path / "out" / f"clip{n}.txt").read_text() for n in range(8))
+    # Three instances (3 x 1200 MB) fit beside the neighbour; lag never let a fourth in.
+    assert state.peak_used_mb <= 5000
+
+
+@pytest.mark.parametrize("failure", ["crash", "oom", "hang"])
+def test_a_failure_on_the_first_attempt_is_retried_and_then_succeeds(
+    tmp_path: Path, failure: str
+) -> None:
+    runner, device = make_runner(tmp_path, total_mb=8000, hang_timeout_s=2.0)
+    [task] = add_jobs(runner, device, tmp_path, 1, fail=failure, fail_attempts=[1])
+    runner.run()
+    assert task.job.state is JobState.COMPLETED, task.job.error
+    assert task.job.attempts == 2
+    reasons = [h.reason for h in task.job.history if h.to_state is JobState.PENDING]
+    assert len(reasons) == 1 and failure in reasons[0] and "retry 2/3" in reasons[0]
+    if failure == "oom":
+        assert task.job.estimate_floor_mb > SMALL_MB
+
+
+@pytest.mark.parametrize("failure", ["crash", "load_error"])
+def test_a_failure_that_persists_ends_in_a_clear_failure(tmp_path: Path, failure: str) -> None:
+    runner, device = make_runner(tmp_path, total_mb=8000)
+    [task] = add_jobs(runner, device, tmp_path, 1, fail=failure)
+    runner.run()
+    assert task.job.state is JobState.FAILED
+    assert task.job.error is not None and failure in task.job.error
+    expected_attempts = 1 if failure == "load_error" else 3
+    assert task.job.attempts == expected_attempts
+    assert not (tmp_path / "out" / "clip0.txt").exists()
+
+
+def test_cancelling_a_running_job_frees_its_memory(tmp_path: Path) -> None:
+    runner, device = make_runner(tmp_path, total_mb=8000)
+    [task] = add_jobs(runner, device, tmp_path, 1, seconds=600.0)
+    cancelled = threading.Event()
+
+    def cancel_when_processing(event: dict[str, Any]) -> None:
+        if task.job.state is JobState.PROCESSING and not cancelled.is_set():
+            cancelled.set()
+            runner.cancel(task.job.id, "cancelled by test")
+
+    runner.listeners.append(cancel_when_processing)
+    runner.run()
+    assert task.job.state is JobState.CANCELLED
+    assert device.read(1e12).processes == {}
+    assert not (tmp_path / "out" / "clip0.txt").exists()
+
+
+def test_memory_is_released_before_the_reservation_is_dropped(tmp_path: Path) -> None:
+    runner, device = make_runner(tmp_path, total_mb=4000, lag_s=0.3)
+    tasks = add_jobs(runner, device, tmp_path, 4)
+    seen: list[tuple[str, int, dict[int, float]]] = []
+
+    def on_release(event: dict[str, Any]) -> None:
+        if event["type"] == "released":
+            reading = runner.readings[device.id]
+            seen.append((event["job_id"], event["pid"], dict(reading.processes)))
+
+    runner.listeners.append(on_release)
+    runner.run()
+    assert sorted(j for j, _, _ in seen) == ["0", "1", "2", "3"]
+    assert all(t.job.state is JobState.COMPLETED for t in tasks)
+    for _, pid, processes in seen:
+        assert pid not in processes
