@@ -1,0 +1,645 @@
+"""What only a real NVIDIA GPU can show, measured in under five minutes.
+
+    python bench/gpu_check.py [--json PATH] [--gpu 0] [--jobs 40]
+
+The fakes and the planner assume things about NVML and CUDA that no CPU test
+can check: how long NVML takes to show an allocation, how much memory a CUDA
+context costs each worker process, how soon the driver frees the memory of a
+process that exited, and whether admission by the real planner keeps a busy
+GPU free of out-of-memory errors. This script measures all four with worker
+processes that allocate real device memory and run real matmuls (torch, else
+cupy). The parent never initialises CUDA, so its own context does not blur
+the numbers.
+
+Exit status: 0 all good, 1 an out-of-memory error, a failed or unfinished job,
+2 no GPU or no torch/cupy here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import queue
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext, SpawnProcess
+from pathlib import Path
+from typing import Any
+
+from vramscribe.core.footprints import FootprintBook, builtin_estimate
+from vramscribe.core.jobs import Job, JobState, transition
+from vramscribe.core.planner import plan
+from vramscribe.core.profiles import PROFILES
+from vramscribe.core.settings import Settings
+from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
+from vramscribe.devices.base import Reading
+from vramscribe.devices.nvml import NvmlDevice, discover_gpus, process_gpu_memory
+from vramscribe.errors import DeviceUnavailable
+
+MIB = 1024 * 1024
+BUDGET_S = 270.0  # the whole run, so that it ends within ~4.5 minutes
+PROBE_BUDGET_S = 90.0
+POLL_S = 0.01
+LAG_MB = 1024.0
+LAG_REPEATS = 5
+EXIT_HOLD_MB = 2048.0
+WAIT_S = 5.0  # longest wait for one reading to change
+# Footprints are the built-in estimates on an 80 GiB GPU, scaled to this one's total.
+REFERENCE_TOTAL_MB = 80 * 1024.0
+MATMUL_N = 4096
+
+Message = tuple[str, str, float, dict[str, float] | str]
+
+
+class ProbeFailed(RuntimeError):
+    """The GPU could not be used for the measurements."""
+
+
+# --- in the worker processes -------------------------------------------------------
+
+
+def _import_backend() -> tuple[str, Any]:
+    for name in ("torch", "cupy"):
+        try:
+            return name, importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ProbeFailed("neither torch nor cupy can be imported")
+
+
+class _Gpu:
+    """The little a worker needs from torch or cupy: a context, memory, matmuls."""
+
+    def __init__(self, ordinal: int) -> None:
+        self.kind, self.lib = _import_backend()
+        self._mm: tuple[Any, Any, Any] | None = None
+        if self.kind == "torch":
+            self.device = self.lib.device(f"cuda:{ordinal}")
+            self.lib.cuda.set_device(self.device)
+            self.lib.zeros(1, device=self.device)
+        else:
+            self.device = self.lib.cuda.Device(ordinal)
+            self.device.use()
+            self.lib.zeros(1)
+        self.sync()
+
+    def sync(self) -> None:
+        if self.kind == "torch":
+            self.lib.cuda.synchronize(self.device)
+        else:
+            self.device.synchronize()
+
+    def alloc(self, mb: float) -> Any:
+        """Allocate and touch ``mb`` MiB, so the driver has really handed it out."""
+        size = int(mb * MIB)
+        if size <= 0:
+            return None
+        if self.kind == "torch":
+            buf = self.lib.empty(size, dtype=self.lib.uint8, device=self.device)
+            buf.fill_(1)
+        else:
+            buf = self.lib.empty(size, dtype=self.lib.uint8)
+            buf.fill(1)
+        self.sync()
+        return buf
+
+    def return_cached(self) -> None:
+        """Give freed blocks back to the driver (both libraries cache them)."""
+        if self.kind == "torch":
+            self.lib.cuda.empty_cache()
+        else:
+            self.lib.get_default_memory_pool().free_all_blocks()
+        self.sync()
+
+    def matmul(self) -> None:
+        if self._mm is None:
+            n = MATMUL_N
+            if self.kind == "torch":
+                a = self.lib.randn(n, n, device=self.device, dtype=self.lib.float16)
+                b = self.lib.randn(n, n, device=self.device, dtype=self.lib.float16)
+            else:
+                a = self.lib.random.standard_normal((n, n), dtype="float32").astype("float16")
+                b = self.lib.random.standard_normal((n, n), dtype="float32").astype("float16")
+            self._mm = (a, b, self.lib.empty_like(a))
+        a, b, c = self._mm
+        self.lib.matmul(a, b, out=c)
+
+    def is_oom(self, exc: BaseException) -> bool:
+        if self.kind == "torch":
+            oom_type = getattr(self.lib.cuda, "OutOfMemoryError", None)
+        else:
+            oom_type = getattr(self.lib.cuda.memory, "OutOfMemoryError", None)
+        if oom_type is not None and isinstance(exc, oom_type):
+            return True
+        text = str(exc).lower()
+        return "out of memory" in text or "alloc_failed" in text
+
+
+def _probe_worker(ordinal: int, conn: Connection) -> None:
+    """Answers the parent's commands one by one, so the parent can time each effect."""
+    try:
+        gpu = _Gpu(ordinal)
+    except Exception as exc:
+        conn.send(("error", time.time(), repr(exc)))
+        return
+    conn.send(("ready", time.time(), gpu.kind))
+    held: list[Any] = []
+    while True:
+        command, arg = conn.recv()
+        if command == "alloc":
+            held.append(gpu.alloc(arg))
+        elif command == "free":
+            held.clear()
+            gpu.return_cached()
+        elif command == "matmul":
+            gpu.matmul()
+            gpu.sync()
+        conn.send(("done", time.time(), command))
+        if command == "exit":
+            return  # still holding whatever was allocated: the driver must free it
+
+
+def _own_usage_mb(device_id: str) -> float | None:
+    """What NVML attributes to this process once it stops changing (None: not attributed)."""
+    last: float | None = None
+    for _ in range(30):
+        now = process_gpu_memory(os.getpid()).get(device_id)
+        if now is not None and now == last:
+            return now
+        last = now
+        time.sleep(0.03)
+    return last
+
+
+def _job_worker(
+    job_id: str,
+    device_id: str,
+    ordinal: int,
+    target_mb: float,
+    run_s: float,
+    fallback_base_mb: float,
+    out: multiprocessing.queues.Queue[Message],
+) -> None:
+    """One synthetic job: hold exactly the planner's reservation, compute, exit."""
+    gpu: _Gpu | None = None
+    try:
+        gpu = _Gpu(ordinal)
+        gpu.matmul()
+        gpu.sync()
+        base = _own_usage_mb(device_id)
+        base_mb = base if base is not None else fallback_base_mb
+        payload_mb = max(0.0, target_mb - base_mb)
+        buf = gpu.alloc(payload_mb)
+        out.put((job_id, "loaded", time.time(), {"base_mb": base_mb, "payload_mb": payload_mb}))
+        end = time.time() + run_s
+        matmuls = 0
+        while time.time() < end:
+            gpu.matmul()
+            gpu.sync()
+            matmuls += 1
+        del buf
+        out.put((job_id, "done", time.time(), {"matmuls": float(matmuls)}))
+    except Exception as exc:
+        kind = "oom" if gpu is not None and gpu.is_oom(exc) else "error"
+        if gpu is None and "out of memory" in str(exc).lower():
+            kind = "oom"
+        out.put((job_id, kind, time.time(), repr(exc)))
+
+
+# --- in the parent ------------------------------------------------------------------
+
+
+def _recv(conn: Connection, deadline: float) -> tuple[str, float, Any]:
+    if not conn.poll(max(0.0, deadline - time.time())):
+        raise ProbeFailed("the probe worker did not answer in time")
+    kind, at, info = conn.recv()
+    if kind == "error":
+        raise ProbeFailed(f"the probe worker could not use the GPU: {info}")
+    return str(kind), float(at), info
+
+
+def _settle(dev: NvmlDevice, pid: int, quiet_s: float = 0.3) -> Reading:
+    """Poll until the device and the pid's memory stop changing for ``quiet_s``."""
+    deadline = time.time() + WAIT_S
+    reading = dev.read(time.time())
+    key = (reading.free_mb, reading.processes.get(pid))
+    since = time.time()
+    while time.time() - since < quiet_s and time.time() < deadline:
+        time.sleep(POLL_S)
+        reading = dev.read(time.time())
+        now_key = (reading.free_mb, reading.processes.get(pid))
+        if now_key != key:
+            key, since = now_key, time.time()
+    return reading
+
+
+def _time_until(
+    dev: NvmlDevice, since: float, conditions: dict[str, Callable[[Reading], bool]]
+) -> dict[str, float | None]:
+    """Milliseconds from ``since`` until each condition first holds (None: not within WAIT_S)."""
+    seen: dict[str, float | None] = dict.fromkeys(conditions)
+    while time.time() < since + WAIT_S and any(v is None for v in seen.values()):
+        reading = dev.read(time.time())
+        for name, check in conditions.items():
+            if seen[name] is None and check(reading):
+                seen[name] = max(0.0, (reading.time - since) * 1000)
+        time.sleep(POLL_S)
+    return seen
+
+
+def probe(dev: NvmlDevice, ordinal: int, ctx: SpawnContext, budget_s: float) -> dict[str, Any]:
+    """(a) NVML lag, (b) CUDA context size, (c) release after exit, with one worker."""
+    deadline = time.time() + budget_s
+    idle = dev.read(time.time())
+    conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=_probe_worker, args=(ordinal, child_conn), daemon=True)
+    proc.start()
+    assert proc.pid is not None
+    pid = proc.pid
+    try:
+        _, _, backend = _recv(conn, deadline)
+        ready = _settle(dev, pid)
+        attributed = pid in ready.processes
+        context_mb = ready.processes[pid] if attributed else idle.free_mb - ready.free_mb
+
+        def command(name: str, arg: float | None = None) -> float:
+            conn.send((name, arg))
+            return _recv(conn, deadline)[1]
+
+        lags: dict[str, list[float | None]] = {"process_ms": [], "free_ms": [], "release_ms": []}
+        for _ in range(LAG_REPEATS):
+            before = _settle(dev, pid)
+            own = before.processes.get(pid, 0.0)
+            at = command("alloc", LAG_MB)
+            got = _time_until(
+                dev,
+                at,
+                {
+                    "process_ms": lambda r: r.processes.get(pid, 0.0) >= own + 0.95 * LAG_MB,
+                    "free_ms": lambda r: r.free_mb <= before.free_mb - 0.95 * LAG_MB,
+                },
+            )
+            if not attributed:
+                got["process_ms"] = None
+            at = command("free")
+            got.update(
+                _time_until(
+                    dev, at, {"release_ms": lambda r: r.free_mb >= before.free_mb - 0.05 * LAG_MB}
+                )
+            )
+            for name, value in got.items():
+                lags[name].append(value)
+
+        command("matmul")
+        after_matmul = _settle(dev, pid)
+        with_matmul_mb = (
+            after_matmul.processes.get(pid, 0.0)
+            if attributed
+            else idle.free_mb - after_matmul.free_mb
+        )
+
+        command("alloc", EXIT_HOLD_MB)
+        _settle(dev, pid)
+        last_message = command("exit")
+        proc.join(max(1.0, deadline - time.time()))
+        exited = time.time()
+        gone = _time_until(
+            dev,
+            exited,
+            {
+                "pid_gone_ms": lambda r: pid not in r.processes,
+                "free_back_ms": lambda r: r.free_mb >= idle.free_mb - 64,
+            },
+        )
+        if not attributed:
+            gone["pid_gone_ms"] = None
+        return {
+            "backend": backend,
+            "pid_attributed": attributed,
+            "lag": lags,
+            "context_mb": context_mb,
+            "context_with_matmul_mb": with_matmul_mb,
+            "exit": {**gone, "exit_after_last_message_ms": (exited - last_message) * 1000},
+        }
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+
+
+@dataclass(slots=True)
+class _Run:
+    job: Job
+    proc: SpawnProcess
+    reserved_mb: float
+    expected_end: float
+    loaded_at: float | None = None
+    exited_at: float | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Tally:
+    oom: int = 0
+    errors: list[str] = field(default_factory=list)
+    rejected: int = 0
+    peak_used_mb: float = 0.0
+    peak_instances: int = 0
+    release_ms: list[float] = field(default_factory=list)
+
+
+def _make_jobs(
+    n: int, scale: float, rng: random.Random
+) -> tuple[list[Job], dict[str, float], FootprintBook]:
+    """Jobs of real model names whose learned footprints are the built-ins times ``scale``.
+
+    Audio lengths are chosen so that the planner's expected duration matches
+    the seconds each worker will compute, keeping its end-time estimates honest.
+    """
+    book = FootprintBook()
+    jobs: list[Job] = []
+    run_s: dict[str, float] = {}
+    for i in range(n):
+        job = Job(
+            f"j{i:02d}",
+            rng.choice(list(PROFILES)),
+            priority=rng.choice([50, 50, 50, 75]),
+            compute_type=rng.choice(["float16", "int8"]),
+            batch_size=rng.choice([1, 1, 1, 8]),
+        )
+        key = job.footprint_key("cuda")
+        if key not in book.learned:
+            book.observe_peak(key, builtin_estimate(key) * scale, 0.0)
+        run_s[job.id] = rng.uniform(5.0, 14.0)
+        job.audio_s = run_s[job.id] * book.speed(key)
+        jobs.append(job)
+    return jobs, run_s, book
+
+
+def _observed(run: _Run, reading: Reading, attributed: bool) -> float:
+    """NVML's figure for the worker; where pids are not attributed, DESIGN.md's fallback."""
+    pid = run.proc.pid
+    if attributed:
+        return reading.processes.get(pid, 0.0) if pid is not None else 0.0
+    if run.loaded_at is not None and reading.time > run.loaded_at:
+        return run.reserved_mb
+    return 0.0
+
+
+def _drain(messages: multiprocessing.queues.Queue[Message], runs: dict[str, _Run], tally: _Tally) -> None:
+    while True:
+        try:
+            job_id, kind, at, info = messages.get_nowait()
+        except queue.Empty:
+            return
+        run = runs[job_id]
+        if kind == "loaded" and isinstance(info, dict):
+            run.loaded_at = at
+            run.info.update(info)
+            transition(run.job, JobState.PROCESSING, at, "worker holds its memory")
+        elif kind == "done":
+            transition(run.job, JobState.COMPLETED, at, "done")
+        else:
+            if kind == "oom":
+                tally.oom += 1
+            tally.errors.append(f"{job_id}: {info}")
+            transition(run.job, JobState.FAILED, at, str(info))
+
+
+def run_jobs(
+    dev: NvmlDevice,
+    ordinal: int,
+    ctx: SpawnContext,
+    n_jobs: int,
+    base_mb: float,
+    attributed: bool,
+    max_loads: int,
+    budget_s: float,
+    seed: int,
+) -> dict[str, Any]:
+    """(d) A mixed batch admitted by the real planner; every worker holds its reservation."""
+    start = time.time()
+    deadline = start + budget_s
+    total_mb = dev.read(start).total_mb
+    scale = total_mb / REFERENCE_TOTAL_MB
+    jobs, run_s, book = _make_jobs(n_jobs, scale, random.Random(seed))
+    by_id = {job.id: job for job in jobs}
+    settings = Settings(
+        max_instances_per_device=n_jobs, max_instances_total=n_jobs, max_loads_per_device=max_loads
+    )
+    messages: multiprocessing.queues.Queue[Message] = ctx.Queue()
+    runs: dict[str, _Run] = {}
+    tally = _Tally()
+    while time.time() < deadline:
+        now = time.time()
+        reading = dev.read(now)
+        tally.peak_used_mb = max(tally.peak_used_mb, reading.used_mb)
+        # Note exits before reading messages: a worker's last message is sent before it exits.
+        for run in runs.values():
+            if run.exited_at is None and not run.proc.is_alive():
+                run.exited_at = now
+        _drain(messages, runs, tally)
+        for job_id, run in list(runs.items()):
+            if run.exited_at is None:
+                continue
+            if not run.job.state.is_final:
+                tally.errors.append(f"{job_id}: worker exited with code {run.proc.exitcode}")
+                transition(run.job, JobState.FAILED, now, "worker exited")
+            held = attributed and run.proc.pid in reading.processes
+            if not held and (attributed or reading.time > run.exited_at):
+                tally.release_ms.append((now - run.exited_at) * 1000)
+                del runs[job_id]
+        pending = [job for job in jobs if job.state is JobState.PENDING]
+        if not pending and not runs:
+            break
+        views = [
+            InstanceView(
+                run.job.id,
+                dev.id,
+                JobState.LOADING if run.loaded_at is None else JobState.PROCESSING,
+                run.reserved_mb,
+                _observed(run, reading, attributed),
+                run.expected_end if run.exited_at is None else now,
+            )
+            for run in runs.values()
+        ]
+        snapshot = DeviceSnapshot(dev.id, "cuda", reading.total_mb, reading.free_mb)
+        decision = plan(now, pending, [snapshot], views, settings, book)
+        for reject in decision.rejects:
+            tally.rejected += 1
+            transition(by_id[reject.job_id], JobState.FAILED, now, reject.reason)
+        for admit in decision.starts:
+            job = by_id[admit.job_id]
+            proc = ctx.Process(
+                target=_job_worker,
+                args=(
+                    job.id,
+                    dev.id,
+                    ordinal,
+                    admit.reserved_mb,
+                    run_s[job.id],
+                    base_mb,
+                    messages,
+                ),
+                daemon=True,
+            )
+            proc.start()
+            transition(job, JobState.LOADING, now, f"admitted on {dev.id}")
+            runs[job.id] = _Run(job, proc, admit.reserved_mb, admit.expected_end)
+        tally.peak_instances = max(tally.peak_instances, len(runs))
+        time.sleep(0.05)
+    leaked = [r.job.id for r in runs.values() if r.exited_at is not None]
+    for run in runs.values():
+        if run.proc.is_alive():
+            run.proc.kill()
+            run.proc.join(5)
+    states = [job.state for job in jobs]
+    return {
+        "jobs": n_jobs,
+        "scale": scale,
+        "completed": states.count(JobState.COMPLETED),
+        "oom_errors": tally.oom,
+        "failed": states.count(JobState.FAILED),
+        "unfinished": sum(1 for s in states if not s.is_final),
+        "rejected": tally.rejected,
+        "not_released": leaked,
+        "errors": tally.errors[:10],
+        "peak_used_mb": tally.peak_used_mb,
+        "peak_utilisation": tally.peak_used_mb / total_mb,
+        "peak_instances": tally.peak_instances,
+        "release_after_exit_ms": _stats(tally.release_ms),
+        "footprint_mb": _stats([builtin_estimate(j.footprint_key("cuda")) * scale for j in jobs]),
+        "wall_s": time.time() - start,
+    }
+
+
+def _stats(values: list[float | None] | list[float]) -> dict[str, float | int | None]:
+    known = [v for v in values if v is not None]
+    return {
+        "n": len(values),
+        "missing": len(values) - len(known),
+        "p50": statistics.median(known) if known else None,
+        "max": max(known) if known else None,
+    }
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.0f}{unit}" if abs(value) >= 10 else f"{value:.2f}{unit}"
+    return f"{value}{unit}"
+
+
+def _stat_cell(stats: dict[str, float | int | None], unit: str = " ms") -> str:
+    cell = f"p50 {_fmt(stats['p50'], unit)}, max {_fmt(stats['max'], unit)}"
+    return cell + (f" ({stats['missing']} never)" if stats["missing"] else "")
+
+
+def report(results: dict[str, Any]) -> None:
+    rows = [("GPU", f"{results['device']} {results['name']} ({results['total_mb']:.0f} MB)")]
+    p = results.get("probe")
+    if p is not None:
+        lag = {k: _stats(v) for k, v in p["lag"].items()}
+        rows += [
+            ("backend", p["backend"]),
+            ("NVML attributes memory to our pids", "yes" if p["pid_attributed"] else "no"),
+            (f"(a) lag, {LAG_MB:.0f} MB alloc: per process", _stat_cell(lag["process_ms"])),
+            ("(a) lag, same alloc: free", _stat_cell(lag["free_ms"])),
+            ("(a) lag, after free: free back", _stat_cell(lag["release_ms"])),
+            ("(b) CUDA context per process", _fmt(p["context_mb"], " MB")),
+            ("(b) ... after first matmul", _fmt(p["context_with_matmul_mb"], " MB")),
+            ("(c) pid gone from NVML after exit", _fmt(p["exit"]["pid_gone_ms"], " ms")),
+            ("(c) memory free after exit", _fmt(p["exit"]["free_back_ms"], " ms")),
+            ("(c) exit after last message", _fmt(p["exit"]["exit_after_last_message_ms"], " ms")),
+        ]
+    j = results.get("jobs")
+    if j is not None:
+        rows += [
+            ("(d) jobs completed", f"{j['completed']}/{j['jobs']}"),
+            ("(d) out-of-memory errors", str(j["oom_errors"])),
+            ("(d) other failures / unfinished", f"{j['failed'] - j['oom_errors']} / {j['unfinished']}"),
+            (
+                "(d) peak used",
+                f"{j['peak_utilisation']:.0%} ({j['peak_used_mb']:.0f} MB), "
+                f"{j['peak_instances']} instances",
+            ),
+            ("(d) footprints", f"{_stat_cell(j['footprint_mb'], ' MB')}"),
+            ("(d) memory released after exit", _stat_cell(j["release_after_exit_ms"])),
+            ("(d) wall time", _fmt(j["wall_s"], " s")),
+        ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    for error in (j or {}).get("errors", []):
+        print(f"  {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="measure NVML and admission on a real GPU")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--gpu", type=int, default=0, help="CUDA ordinal of the GPU to use")
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--max-loads", type=int, default=8, help="concurrent loads per device")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    started = time.time()
+    # Workers must number GPUs the way NVML does.
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    if not any(importlib.util.find_spec(name) for name in ("torch", "cupy")):
+        print("gpu_check needs torch or cupy with CUDA support; neither is installed")
+        return 2
+    try:
+        devices = discover_gpus()
+    except DeviceUnavailable as exc:
+        print(f"gpu_check needs an NVIDIA GPU: {exc}")
+        return 2
+    if not 0 <= args.gpu < len(devices):
+        print(f"--gpu {args.gpu}: only {len(devices)} GPU(s) visible")
+        return 2
+    dev = devices[args.gpu]
+    ctx = multiprocessing.get_context("spawn")
+    results: dict[str, Any] = {
+        "device": dev.id,
+        "name": dev.name,
+        "total_mb": dev.read(started).total_mb,
+    }
+    status = 0
+    try:
+        results["probe"] = probe(dev, args.gpu, ctx, PROBE_BUDGET_S)
+        p = results["probe"]
+        results["jobs"] = run_jobs(
+            dev,
+            args.gpu,
+            ctx,
+            args.jobs,
+            base_mb=p["context_with_matmul_mb"],
+            attributed=p["pid_attributed"],
+            max_loads=args.max_loads,
+            budget_s=max(30.0, BUDGET_S - (time.time() - started)),
+            seed=args.seed,
+        )
+        j = results["jobs"]
+        if j["oom_errors"] or j["failed"] or j["unfinished"] or j["not_released"]:
+            status = 1
+    except ProbeFailed as exc:
+        print(f"gpu_check: {exc}")
+        status = 2
+    report(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
