@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.queues import Queue as MpQueue
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +169,20 @@ def _probe_worker(ordinal: int, conn: Connection) -> None:
             return  # still holding whatever was allocated: the driver must free it
 
 
-def _own_usage_mb(device_id: str) -> float | None:
-    """What NVML attributes to this process once it stops changing (None: not attributed)."""
-    last: float | None = None
-    for _ in range(30):
-        now = process_gpu_memory(os.getpid()).get(device_id)
-        if now is not None and now == last:
-            return now
-        last = now
+def _own_usage_mb(device_id: str, quiet_s: float = 0.3) -> float | None:
+    """What NVML attributes to this process once it stops changing (None: not attributed).
+
+    Waiting for a quiet spell matters: a lagging reading that is read too soon
+    would make the worker allocate more than its reservation.
+    """
+    last = process_gpu_memory(os.getpid()).get(device_id)
+    since = time.time()
+    deadline = since + 3.0
+    while time.time() - since < quiet_s and time.time() < deadline:
         time.sleep(0.03)
+        now = process_gpu_memory(os.getpid()).get(device_id)
+        if now != last:
+            last, since = now, time.time()
     return last
 
 
@@ -187,7 +193,7 @@ def _job_worker(
     target_mb: float,
     run_s: float,
     fallback_base_mb: float,
-    out: multiprocessing.queues.Queue[Message],
+    out: MpQueue[Message],
 ) -> None:
     """One synthetic job: hold exactly the planner's reservation, compute, exit."""
     gpu: _Gpu | None = None
@@ -266,40 +272,25 @@ def probe(dev: NvmlDevice, ordinal: int, ctx: SpawnContext, budget_s: float) -> 
     assert proc.pid is not None
     pid = proc.pid
     try:
-        _, _, backend = _recv(conn, deadline)
+        _, ready_at, backend = _recv(conn, deadline)
+        # A lagging NVML may list the new process late; only a long absence means never.
+        shown = _time_until(dev, ready_at, {"listed": lambda r: pid in r.processes})
+        attributed = shown["listed"] is not None
         ready = _settle(dev, pid)
-        attributed = pid in ready.processes
         context_mb = ready.processes[pid] if attributed else idle.free_mb - ready.free_mb
 
-        def command(name: str, arg: float | None = None) -> float:
+        def command(name: str, arg: float | None) -> float:
             conn.send((name, arg))
             return _recv(conn, deadline)[1]
 
         lags: dict[str, list[float | None]] = {"process_ms": [], "free_ms": [], "release_ms": []}
         for _ in range(LAG_REPEATS):
-            before = _settle(dev, pid)
-            own = before.processes.get(pid, 0.0)
-            at = command("alloc", LAG_MB)
-            got = _time_until(
-                dev,
-                at,
-                {
-                    "process_ms": lambda r: r.processes.get(pid, 0.0) >= own + 0.95 * LAG_MB,
-                    "free_ms": lambda r: r.free_mb <= before.free_mb - 0.95 * LAG_MB,
-                },
-            )
-            if not attributed:
-                got["process_ms"] = None
-            at = command("free")
-            got.update(
-                _time_until(
-                    dev, at, {"release_ms": lambda r: r.free_mb >= before.free_mb - 0.05 * LAG_MB}
-                )
-            )
-            for name, value in got.items():
+            if time.time() > deadline - 30:
+                break  # leave time for the exit measurement
+            for name, value in _measure_lag(dev, pid, attributed, command).items():
                 lags[name].append(value)
 
-        command("matmul")
+        command("matmul", None)
         after_matmul = _settle(dev, pid)
         with_matmul_mb = (
             after_matmul.processes.get(pid, 0.0)
@@ -309,7 +300,7 @@ def probe(dev: NvmlDevice, ordinal: int, ctx: SpawnContext, budget_s: float) -> 
 
         command("alloc", EXIT_HOLD_MB)
         _settle(dev, pid)
-        last_message = command("exit")
+        last_message = command("exit", None)
         proc.join(max(1.0, deadline - time.time()))
         exited = time.time()
         gone = _time_until(
@@ -336,6 +327,27 @@ def probe(dev: NvmlDevice, ordinal: int, ctx: SpawnContext, budget_s: float) -> 
             proc.join(5)
 
 
+def _measure_lag(
+    dev: NvmlDevice, pid: int, attributed: bool, command: Callable[[str, float | None], float]
+) -> dict[str, float | None]:
+    """One allocation and one free by the probe worker, timed from its own report."""
+    before = _settle(dev, pid)
+    own = before.processes.get(pid, 0.0)
+    at = command("alloc", LAG_MB)
+    visible: dict[str, Callable[[Reading], bool]] = {
+        "free_ms": lambda r: r.free_mb <= before.free_mb - 0.95 * LAG_MB
+    }
+    if attributed:
+        visible["process_ms"] = lambda r: r.processes.get(pid, 0.0) >= own + 0.95 * LAG_MB
+    got: dict[str, float | None] = {"process_ms": None}
+    got.update(_time_until(dev, at, visible))
+    at = command("free", None)
+    got.update(
+        _time_until(dev, at, {"release_ms": lambda r: r.free_mb >= before.free_mb - 0.05 * LAG_MB})
+    )
+    return got
+
+
 @dataclass(slots=True)
 class _Run:
     job: Job
@@ -355,6 +367,7 @@ class _Tally:
     peak_used_mb: float = 0.0
     peak_instances: int = 0
     release_ms: list[float] = field(default_factory=list)
+    reserved_mb: list[float] = field(default_factory=list)
 
 
 def _make_jobs(
@@ -385,23 +398,30 @@ def _make_jobs(
     return jobs, run_s, book
 
 
-def _observed(run: _Run, reading: Reading, attributed: bool) -> float:
-    """NVML's figure for the worker; where pids are not attributed, DESIGN.md's fallback."""
+def _observed(run: _Run, reading: Reading, attributed: bool, settle_s: float) -> float:
+    """NVML's figure for the worker; where pids are not attributed, DESIGN.md's fallback.
+
+    The fallback counts the reservation as observed only once a reading taken
+    ``settle_s`` after the worker's report has had time to show its memory in
+    ``free``: any earlier reading may predate the allocation.
+    """
     pid = run.proc.pid
     if attributed:
         return reading.processes.get(pid, 0.0) if pid is not None else 0.0
-    if run.loaded_at is not None and reading.time > run.loaded_at:
+    if run.loaded_at is not None and reading.time > run.loaded_at + settle_s:
         return run.reserved_mb
     return 0.0
 
 
-def _drain(messages: multiprocessing.queues.Queue[Message], runs: dict[str, _Run], tally: _Tally) -> None:
+def _drain(messages: MpQueue[Message], runs: dict[str, _Run], tally: _Tally) -> None:
     while True:
         try:
             job_id, kind, at, info = messages.get_nowait()
         except queue.Empty:
             return
-        run = runs[job_id]
+        run = runs.get(job_id)
+        if run is None:
+            continue
         if kind == "loaded" and isinstance(info, dict):
             run.loaded_at = at
             run.info.update(info)
@@ -422,6 +442,7 @@ def run_jobs(
     n_jobs: int,
     base_mb: float,
     attributed: bool,
+    settle_s: float,
     max_loads: int,
     budget_s: float,
     seed: int,
@@ -436,7 +457,7 @@ def run_jobs(
     settings = Settings(
         max_instances_per_device=n_jobs, max_instances_total=n_jobs, max_loads_per_device=max_loads
     )
-    messages: multiprocessing.queues.Queue[Message] = ctx.Queue()
+    messages: MpQueue[Message] = ctx.Queue()
     runs: dict[str, _Run] = {}
     tally = _Tally()
     while time.time() < deadline:
@@ -467,7 +488,7 @@ def run_jobs(
                 dev.id,
                 JobState.LOADING if run.loaded_at is None else JobState.PROCESSING,
                 run.reserved_mb,
-                _observed(run, reading, attributed),
+                _observed(run, reading, attributed, settle_s),
                 run.expected_end if run.exited_at is None else now,
             )
             for run in runs.values()
@@ -495,6 +516,7 @@ def run_jobs(
             proc.start()
             transition(job, JobState.LOADING, now, f"admitted on {dev.id}")
             runs[job.id] = _Run(job, proc, admit.reserved_mb, admit.expected_end)
+            tally.reserved_mb.append(admit.reserved_mb)
         tally.peak_instances = max(tally.peak_instances, len(runs))
         time.sleep(0.05)
     leaked = [r.job.id for r in runs.values() if r.exited_at is not None]
@@ -517,7 +539,7 @@ def run_jobs(
         "peak_utilisation": tally.peak_used_mb / total_mb,
         "peak_instances": tally.peak_instances,
         "release_after_exit_ms": _stats(tally.release_ms),
-        "footprint_mb": _stats([builtin_estimate(j.footprint_key("cuda")) * scale for j in jobs]),
+        "reserved_mb": _stats(tally.reserved_mb),
         "wall_s": time.time() - start,
     }
 
@@ -527,6 +549,7 @@ def _stats(values: list[float | None] | list[float]) -> dict[str, float | int | 
     return {
         "n": len(values),
         "missing": len(values) - len(known),
+        "min": min(known) if known else None,
         "p50": statistics.median(known) if known else None,
         "max": max(known) if known else None,
     }
@@ -557,7 +580,7 @@ def report(results: dict[str, Any]) -> None:
             ("(a) lag, same alloc: free", _stat_cell(lag["free_ms"])),
             ("(a) lag, after free: free back", _stat_cell(lag["release_ms"])),
             ("(b) CUDA context per process", _fmt(p["context_mb"], " MB")),
-            ("(b) ... after first matmul", _fmt(p["context_with_matmul_mb"], " MB")),
+            ("(b) same process after a matmul", _fmt(p["context_with_matmul_mb"], " MB")),
             ("(c) pid gone from NVML after exit", _fmt(p["exit"]["pid_gone_ms"], " ms")),
             ("(c) memory free after exit", _fmt(p["exit"]["free_back_ms"], " ms")),
             ("(c) exit after last message", _fmt(p["exit"]["exit_after_last_message_ms"], " ms")),
@@ -567,13 +590,19 @@ def report(results: dict[str, Any]) -> None:
         rows += [
             ("(d) jobs completed", f"{j['completed']}/{j['jobs']}"),
             ("(d) out-of-memory errors", str(j["oom_errors"])),
-            ("(d) other failures / unfinished", f"{j['failed'] - j['oom_errors']} / {j['unfinished']}"),
+            (
+                "(d) other failures / unfinished",
+                f"{j['failed'] - j['oom_errors']} / {j['unfinished']}",
+            ),
             (
                 "(d) peak used",
                 f"{j['peak_utilisation']:.0%} ({j['peak_used_mb']:.0f} MB), "
                 f"{j['peak_instances']} instances",
             ),
-            ("(d) footprints", f"{_stat_cell(j['footprint_mb'], ' MB')}"),
+            (
+                "(d) reservations",
+                f"{_fmt(j['reserved_mb']['min'], ' MB')} to {_fmt(j['reserved_mb']['max'], ' MB')}",
+            ),
             ("(d) memory released after exit", _stat_cell(j["release_after_exit_ms"])),
             ("(d) wall time", _fmt(j["wall_s"], " s")),
         ]
@@ -582,6 +611,12 @@ def report(results: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {value}")
     for error in (j or {}).get("errors", []):
         print(f"  {error}")
+
+
+def _settle_s(probe: dict[str, Any]) -> float:
+    """How long until a reading surely shows an allocation in ``free``: twice the worst lag."""
+    worst = _stats(probe["lag"]["free_ms"])["max"]
+    return 0.1 + 2 * (worst if worst is not None else WAIT_S * 1000) / 1000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -624,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             args.jobs,
             base_mb=p["context_with_matmul_mb"],
             attributed=p["pid_attributed"],
+            settle_s=_settle_s(p),
             max_loads=args.max_loads,
             budget_s=max(30.0, BUDGET_S - (time.time() - started)),
             seed=args.seed,

@@ -14,38 +14,12 @@ from rich.table import Table
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job, JobState, parse_priority
 from vramscribe.core.settings import Settings
-from vramscribe.devices.base import Device
+from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, VramscribeError
 from vramscribe.outputs import FORMATS, missing_outputs, output_path
 from vramscribe.paths import data_dir, new_run_dir
 from vramscribe.view import LiveView, PlainLog, fmt_duration
-
-
-def pick_devices(spec: str, cpu_threads: int) -> list[Device]:
-    """``auto``: every NVIDIA GPU if NVML finds one, else the CPU."""
-    from vramscribe.devices.cpu import CpuDevice
-
-    if spec == "cpu":
-        return [CpuDevice(threads_per_instance=cpu_threads)]
-    if spec.startswith("fake:"):
-        from vramscribe.devices.shared_fake import SharedFakeDevice
-
-        return [SharedFakeDevice(Path(spec.removeprefix("fake:")))]
-    from vramscribe.devices.nvml import discover_gpus, nvml_available
-
-    if spec == "auto":
-        if nvml_available():
-            return list(discover_gpus())
-        return [CpuDevice(threads_per_instance=cpu_threads)]
-    gpus = {g.id: g for g in discover_gpus()}
-    if spec == "cuda":
-        return list(gpus.values())
-    wanted = [s.strip() for s in spec.split(",")]
-    missing = [w for w in wanted if w not in gpus]
-    if missing:
-        raise click.BadParameter(f"no such device {', '.join(missing)} (found: {', '.join(gpus)})")
-    return [gpus[w] for w in wanted]
 
 
 def load_book(path: Path) -> FootprintBook:
@@ -121,6 +95,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
     from vramscribe.audio import discover, probe_duration
     from vramscribe.models import resolve_model
     from vramscribe.runtime.runner import Runner, Task
+    from vramscribe.runtime.timeline import Timeline
 
     found = discover(paths)
     for err in found.errors:
@@ -186,6 +161,8 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         runner.add(task)
     if skipped:
         console.print(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)")
+    timeline = Timeline(runner, run_dir / "timeline.jsonl")
+    runner.listeners.append(timeline)
     try:
         if console.is_terminal:
             with LiveView(runner, console) as view:
@@ -199,6 +176,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         runner.stop()
         return 130
     finally:
+        timeline.close()
         book_path.parent.mkdir(parents=True, exist_ok=True)
         book_path.write_text(book.to_json())
     tasks = list(runner.tasks.values())
@@ -208,9 +186,8 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
 
 
 def print_summary(console: Console, tasks: list[Any], runner: Any) -> None:
-    import time
-
-    wall = time.monotonic() - min((t.job.submitted_at for t in tasks), default=time.monotonic())
+    now = runner.clock()
+    wall = now - min((t.job.submitted_at for t in tasks), default=now)
     done = [t for t in tasks if t.job.state is JobState.COMPLETED]
     failed = [t for t in tasks if t.job.state is not JobState.COMPLETED]
     audio = sum(t.job.audio_s for t in done)
@@ -264,6 +241,199 @@ def simulate(source: str, gpus: str, model: str) -> None:
     from vramscribe.sim.capacity import simulate_command
 
     sys.exit(simulate_command(source, gpus, model, Console()))
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@main.command()
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="Default: ~/.local/share/vramscribe"
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--token", envvar="VRAMSCRIBE_TOKEN", help="Bearer token (or $VRAMSCRIBE_TOKEN).")
+@click.option(
+    "--allowed-root",
+    "allowed_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder whose files clients may name by path (repeatable).",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--model", default="tiny.en", show_default=True, help="Default model.")
+@click.option("--store", "store_url", help="Database URL (default: SQLite in the data folder).")
+@click.option("--max-upload-mib", default=2048, show_default=True, type=click.IntRange(1))
+@click.option("--max-instances", type=click.IntRange(1, 256))
+@click.option("--safety-margin", default=0.10, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--cpu-threads", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option("--hang-timeout", default=600.0, show_default=True)
+@click.option("--engine", default="faster-whisper", hidden=True)
+@click.option("--fake-config", default="{}", hidden=True)
+def serve(**opts: Any) -> None:
+    """Run the service: HTTP API, live events, durable job store."""
+    import uvicorn
+
+    from vramscribe.service.app import create_app
+    from vramscribe.service.config import ServiceConfig
+
+    console = Console(stderr=True, soft_wrap=True)
+    if opts["host"] not in LOOPBACK and not opts["token"]:
+        console.print(
+            f"[red]error:[/red] refusing to listen on {opts['host']} without --token "
+            "(anyone on the network could use it)"
+        )
+        sys.exit(2)
+    defaults = Settings()
+    config = ServiceConfig(
+        data_dir=opts["data_dir"] or data_dir(),
+        store_url=opts["store_url"],
+        token=opts["token"],
+        allowed_roots=tuple(p.resolve() for p in opts["allowed_roots"]),
+        device=opts["device"],
+        model=opts["model"],
+        settings=Settings(
+            safety_margin=opts["safety_margin"],
+            max_instances_total=opts["max_instances"] or defaults.max_instances_total,
+        ),
+        max_upload_bytes=opts["max_upload_mib"] * 1024 * 1024,
+        cpu_threads=opts["cpu_threads"],
+        hang_timeout_s=opts["hang_timeout"],
+        engine=opts["engine"],
+        fake_config=json.loads(opts["fake_config"]),
+    )
+    try:
+        app = create_app(config)
+    except VramscribeError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    uvicorn.run(app, host=opts["host"], port=opts["port"], log_level="warning")
+
+
+def _client(server: str, token: str | None) -> Any:
+    from vramscribe.client import Client
+
+    return Client(server, token)
+
+
+server_option = click.option(
+    "--server", envvar="VRAMSCRIBE_SERVER", default="http://127.0.0.1:8000", show_default=True
+)
+token_option = click.option("--token", envvar="VRAMSCRIBE_TOKEN", help="Or $VRAMSCRIBE_TOKEN.")
+
+
+def _run_client(fn: Any) -> None:
+    import httpx
+
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        code = fn()
+    except (VramscribeError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        code = 2
+    sys.exit(code or 0)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@server_option
+@token_option
+@click.option("--model", "-m")
+@click.option("--priority", default="normal", show_default=True)
+@click.option("--language")
+def submit(files: tuple[str, ...], server: str, token: str | None, **opts: Any) -> None:
+    """Upload files to a running service; prints one job id per file."""
+
+    def go() -> int:
+        client = _client(server, token)
+        for f in files:
+            job = client.submit(Path(f), **opts)
+            click.echo(f"{job['id']}\t{f}")
+        return 0
+
+    _run_client(go)
+
+
+@main.command()
+@server_option
+@token_option
+@click.option("--status", type=click.Choice([s.value for s in JobState]))
+@click.option("--limit", default=50, show_default=True)
+def jobs(server: str, token: str | None, status: str | None, limit: int) -> None:
+    """List the service's jobs, newest first."""
+
+    def go() -> int:
+        data = _client(server, token).jobs(status, limit)
+        table = Table("id", "status", "model", "priority", "progress", "input", "reason / error")
+        table.columns[0].no_wrap = True
+        for j in data["jobs"]:
+            table.add_row(
+                j["id"], j["status"], j["model"], str(j["priority"]),
+                f"{100 * j['progress']:.0f}%", j["input"], j["error"] or j["pending_reason"] or "",
+            )  # fmt: skip
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+        click.echo(f"{len(data['jobs'])} of {data['total']} job(s)")
+        return 0
+
+    _run_client(go)
+
+
+@main.command()
+@click.argument("job_id")
+@server_option
+@token_option
+def job(job_id: str, server: str, token: str | None) -> None:
+    """Show one job: status, progress, reason, state history."""
+
+    def go() -> int:
+        click.echo(json.dumps(_client(server, token).job(job_id), indent=2))
+        return 0
+
+    _run_client(go)
+
+
+@main.command()
+@click.argument("job_id")
+@server_option
+@token_option
+def wait(job_id: str, server: str, token: str | None) -> None:
+    """Follow a job live until it ends; exit 0 if it completed."""
+    from rich.progress import Progress
+
+    def go() -> int:
+        client = _client(server, token)
+        state = "pending"
+        with Progress(console=Console(stderr=True)) as progress:
+            bar = progress.add_task(job_id, total=1.0)
+            for event in client.events(job_id):
+                state = event.get("state", state)
+                audio = event.get("audio_s") or (event.get("job") or {}).get("audio_s") or 0
+                done = event.get("progress_s", 0) or 0
+                progress.update(
+                    bar, completed=min(1.0, done / audio) if audio else 0, description=state
+                )
+        final = client.job(job_id)
+        click.echo(
+            f"{job_id}: {final['status']}" + (f" ({final['error']})" if final["error"] else "")
+        )
+        return 0 if final["status"] == "completed" else 1
+
+    _run_client(go)
+
+
+@main.command()
+@click.argument("job_id")
+@server_option
+@token_option
+def cancel(job_id: str, server: str, token: str | None) -> None:
+    """Cancel a job; a running worker is stopped and its memory released."""
+
+    def go() -> int:
+        data = _client(server, token).cancel(job_id)
+        click.echo(f"{job_id}: {data['status']}")
+        return 0
+
+    _run_client(go)
 
 
 if __name__ == "__main__":

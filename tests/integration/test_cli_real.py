@@ -120,3 +120,13 @@ def test_example_clips_are_transcribed_well(tmp_path: Path) -> None:
     for name, ref in refs.items():
         hyp = (tmp_path / Path(name).with_suffix(".txt")).read_text()
         assert word_error_rate(ref, hyp) <= 0.1, (name, hyp)
+
+
+def test_hotwords_and_batched_pipeline_reach_the_engine(tmp_path: Path) -> None:
+    args = ["transcribe", str(SHARED_AUDIO / "hotwords.mp3"), "--device", "cpu", "--format", "txt"]
+    plain = run_cli(*args, "--out-dir", str(tmp_path / "plain"))
+    hinted = run_cli(*args, "--out-dir", str(tmp_path / "hint"), "--hotwords", "ComfyUI",
+                     "--batch-size", "4")  # fmt: skip
+    assert plain.returncode == 0 and hinted.returncode == 0, hinted.stderr
+    assert "ComfyUI" not in (tmp_path / "plain" / "hotwords.txt").read_text()
+    assert "ComfyUI" in (tmp_path / "hint" / "hotwords.txt").read_text()

@@ -9,7 +9,12 @@ import os
 
 import pytest
 
-from vramscribe.devices.nvml import discover_gpus, nvml_available, process_gpu_memory
+from vramscribe.devices.nvml import (
+    _visible_indices,
+    discover_gpus,
+    nvml_available,
+    process_gpu_memory,
+)
 from vramscribe.errors import DeviceUnavailable
 
 
@@ -40,3 +45,29 @@ def test_process_memory_is_never_guessed_without_nvml() -> None:
     ids = {d.id for d in discover_gpus()}
     assert set(held) <= ids
     assert all(mb >= 0 for mb in held.values())
+
+
+UUIDS = ["GPU-aaaa-1111", "GPU-bbbb-2222", "GPU-abcd-3333"]
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        (None, [0, 1, 2]),
+        ("", []),
+        ("-1", []),
+        ("2,0", [2, 0]),
+        (" 1 , 2 ", [1, 2]),
+        ("1,7,2", [1]),  # CUDA stops at the first entry that names no device
+        ("0,0", [0]),
+        ("GPU-bbbb", [1]),
+        ("GPU-a,1", []),  # an ambiguous prefix names no device
+        ("GPU-abcd-3333,0", [2, 0]),
+        ("MIG-1234", []),
+    ],
+)
+def test_cuda_ordinals_follow_cuda_visible_devices(
+    visible: str | None, expected: list[int]
+) -> None:
+    """Device ids are what a worker's CUDA sees, so the planner places jobs where they run."""
+    assert _visible_indices(3, UUIDS, visible) == expected

@@ -74,11 +74,14 @@ class CpuDevice:
             self._tracked.pop(pid, None)
 
     def read(self, now: float) -> Reading:
+        # Workers first: memory they take before the host is read is then counted
+        # twice (safe), never missed.
+        processes = self._resident()
         vm = psutil.virtual_memory()
         total = vm.total * self.memory_fraction / MIB
         withheld = vm.total * (1.0 - self.memory_fraction) / MIB
         free = min(total, max(0.0, vm.available / MIB - withheld))
-        return Reading(now, total, free, self._resident())
+        return Reading(now, total, free, processes)
 
     def _resident(self) -> dict[int, float]:
         with self._lock:

@@ -87,8 +87,11 @@ class NvmlDevice:
 
     def read(self, now: float) -> Reading:
         try:
-            mem = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
+            # Two queries, not one snapshot: processes first, so that memory allocated
+            # in between lowers ``free`` without raising what our instances are seen
+            # to hold, and is counted twice (safe) rather than not at all.
             procs = _compute_processes(self._handle)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
         except pynvml.NVMLError as exc:
             raise _nvml_error(self._id, exc) from exc
         per_pid: dict[int, float] = {}

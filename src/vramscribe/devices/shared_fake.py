@@ -180,6 +180,8 @@ class SharedFakeDevice:
         Returns whether the neighbour got its memory; a refusal is counted in
         ``foreign_oom_events``: our instances crowded it out.
         """
+        if mb < 0:
+            raise ValueError(f"foreign memory cannot be negative, got {mb}")
         with self._transaction() as (doc, now):
             grow = mb - doc["foreign_mb"]
             if grow > doc["total_mb"] - _used_mb(doc) + 1e-6:

@@ -53,6 +53,7 @@ class Task:
     load_s: float | None = None
     transcribe_s: float | None = None
     wait_s: float | None = None
+    worker_pid: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -91,7 +92,7 @@ class Runner:
         hang_timeout_s: float = 600.0,
         release_timeout_s: float = 10.0,
         poll_s: float = 0.2,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.devices = {d.id: d for d in devices}
         self.settings = settings or Settings()
@@ -129,7 +130,9 @@ class Runner:
         self._publish("job", task)
 
     def cancel(self, job_id: str, reason: str = "cancelled") -> None:
-        task = self.tasks[job_id]
+        task = self.tasks.get(job_id)
+        if task is None or task.job.state.is_final:
+            return
         if task.job.state is JobState.PENDING:
             self.queue.remove(job_id)
             transition(task.job, JobState.CANCELLED, self.clock(), reason)
@@ -155,6 +158,16 @@ class Runner:
                 worker.proc.kill()
                 worker.proc.wait()
         self._stop = True
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the scheduler's thread at its next wake-up (thread-safe)."""
+        self._events.put(("", -1, {"call": fn}))
+
+    def run_until(self, stop: threading.Event) -> None:
+        """Serve forever: keep scheduling until ``stop`` is set, then stop everything."""
+        while not stop.is_set():
+            self.step()
+        self.stop("service stopping")
 
     def busy(self) -> bool:
         return bool(self.workers or self.releasing or len(self.queue))
@@ -189,6 +202,9 @@ class Runner:
                 return
 
     def _handle(self, job_id: str, pid: int, event: dict[str, Any] | None) -> None:
+        if pid == -1 and event is not None:
+            event["call"]()
+            return
         worker = self.workers.get(job_id)
         if worker is None or worker.pid != pid or event is None:
             return
@@ -199,6 +215,14 @@ class Runner:
         if kind == "loaded":
             worker.loaded_mb = float(event.get("memory_mb", 0.0))
             task.load_s = float(event.get("load_s", 0.0))
+            self._publish(
+                "loaded",
+                task,
+                device=worker.device.id,
+                load_s=task.load_s,
+                memory_mb=worker.loaded_mb,
+                reserved_mb=worker.reserved_mb,
+            )
             if task.job.state is JobState.LOADING:
                 worker.state = JobState.PROCESSING
                 transition(
@@ -266,6 +290,7 @@ class Runner:
                     "released",
                     worker.task,
                     pid=worker.pid,
+                    device=worker.device.id,
                     release_s=now - (worker.exited_at or now),
                 )
                 untrack = getattr(worker.device, "untrack", None)
@@ -333,7 +358,11 @@ class Runner:
                 now,
             )
         for job in self.queue:
-            self.tasks[job.id].pending_reason = decisions.reason_for(job.id)
+            task = self.tasks[job.id]
+            reason = decisions.reason_for(job.id)
+            if reason != task.pending_reason:
+                task.pending_reason = reason
+                self._publish("reason", task, reason=reason)
 
     # -- workers -------------------------------------------------------------------
     def _spawn(
@@ -360,7 +389,8 @@ class Runner:
             "engine": engine,
         }
         log = open(self.run_dir / f"worker-{job.id}.{job.attempts}.log", "w")  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # NVML numbers GPUs by bus; CUDA fastest-first unless told otherwise.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "vramscribe.worker"],
             stdin=subprocess.PIPE,
@@ -380,6 +410,7 @@ class Runner:
         worker = Worker(task, device, proc, reserved, expected_end, now, now)
         self.workers[job.id] = worker
         task.device_id = device_id
+        task.worker_pid = proc.pid
         transition(
             job, JobState.LOADING, now, f"starting on {device_id} (reserved {reserved:.0f} MB)"
         )
@@ -436,6 +467,7 @@ class Runner:
     def _failed(self, worker: Worker, now: float, kind: FailureKind, message: str) -> None:
         task = worker.task
         job = task.job
+        self._publish("failure", task, failure=kind.value, message=message, device=worker.device.id)
         if kind is FailureKind.OOM:
             self.cooldown[worker.device.id] = now + self.settings.oom_cooldown_s
         decision = decide_retry(kind, job.attempts, worker.reserved_mb, self.settings, message)

@@ -1,0 +1,122 @@
+"""Record a run's events to a compact JSON-lines file, off the scheduler's thread.
+
+The file is what ``vramscribe report`` reads: state changes with reasons,
+loads (time and memory), progress, releases (how long memory took to come
+back), failures, pending-reason changes, and device readings at a steady
+interval. The runner's listener only enqueues; a writer thread serialises,
+so recording never slows a scheduling decision.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from vramscribe.runtime.runner import Runner, Task
+
+DEVICE_EVERY_S = 1.0
+PROGRESS_EVERY_S = 2.0
+
+
+class Timeline:
+    def __init__(self, runner: Runner, path: Path) -> None:
+        self.runner = runner
+        self.path = path
+        self.clock = runner.clock
+        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._last_device = 0.0
+        self._last_progress: dict[str, float] = {}
+        self._seen_history: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._write, name="timeline", daemon=True)
+        self._thread.start()
+        self._q.put(
+            {
+                "t": runner.clock(),
+                "type": "run_start",
+                "devices": [{"id": d.id, "kind": d.kind} for d in runner.devices.values()],
+                "settings": {
+                    "safety_margin": runner.settings.safety_margin,
+                    "max_loads_per_device": runner.settings.max_loads_per_device,
+                    "max_instances_total": runner.settings.max_instances_total,
+                },
+            }
+        )
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        now = self.clock()
+        task: Task | None = event.get("task")
+        if kind == "tick":
+            if now - self._last_device >= DEVICE_EVERY_S:
+                self._last_device = now
+                self._devices(now)
+            return
+        if task is None:
+            return
+        job = task.job
+        base = {"t": now, "job": job.id, "model": job.model, "input": task.input.name}
+        if kind == "job":
+            if job.id not in self._seen_history:
+                self._q.put({**base, "t": job.submitted_at, "type": "submitted",
+                             "audio_s": job.audio_s, "priority": job.priority})  # fmt: skip
+            seen = self._seen_history.get(job.id, 0)
+            for tr in job.history[seen:]:
+                self._q.put(
+                    {**base, "t": tr.time, "type": "state", "from": tr.from_state.value,
+                     "to": tr.to_state.value, "reason": tr.reason, "device": task.device_id,
+                     "attempt": job.attempts, "audio_s": job.audio_s, "priority": job.priority}
+                )  # fmt: skip
+            self._seen_history[job.id] = len(job.history)
+        elif kind == "progress":
+            if now - self._last_progress.get(job.id, 0.0) >= PROGRESS_EVERY_S:
+                self._last_progress[job.id] = now
+                self._q.put({**base, "type": "progress", "done_s": task.progress_s,
+                             "audio_s": job.audio_s})  # fmt: skip
+        elif kind in ("loaded", "released", "failure", "reason"):
+            extra = {k: v for k, v in event.items() if k not in ("task", "type", "state", "job_id")}
+            self._q.put({**base, "type": kind, **extra})
+
+    def _devices(self, now: float) -> None:
+        r = self.runner
+        live = [*r.workers.values(), *r.releasing]
+        for dev_id, reading in r.readings.items():
+            mine = [w for w in live if w.device.id == dev_id]
+            ours = sum(reading.processes.values())
+            reserved = sum(
+                max(0.0, w.reserved_mb - reading.processes.get(w.pid, 0.0)) for w in mine
+            )
+            self._q.put(
+                {
+                    "t": now,
+                    "type": "device",
+                    "device": dev_id,
+                    "total_mb": reading.total_mb,
+                    "free_mb": reading.free_mb,
+                    "ours_mb": ours,
+                    "others_mb": max(0.0, reading.used_mb - ours),
+                    "reserved_mb": reserved,
+                    "instances": len(mine),
+                    "loading": sum(1 for w in mine if w.state.value == "loading"),
+                    "pending": len(r.queue),
+                }
+            )
+
+    def close(self) -> None:
+        self._q.put({"t": self.clock(), "type": "run_end"})
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        out: IO[str]
+        with self.path.open("a", buffering=1 << 16) as out:
+            while True:
+                item = self._q.get()
+                if item is None:
+                    return
+                out.write(json.dumps(item, separators=(",", ":")) + "\n")
+                if self._q.empty():
+                    out.flush()

@@ -1,0 +1,1 @@
+"""The long-running service: durable jobs, an HTTP API and live events."""

@@ -1,0 +1,1 @@
+"""Alembic migrations for the job store; :class:`~vramscribe.store.Store` runs them on open."""

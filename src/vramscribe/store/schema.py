@@ -1,0 +1,95 @@
+"""The tables behind the job store, as SQLAlchemy declarative models.
+
+The initial migration creates the same tables; a test compares a migrated
+database with these models so the two cannot drift apart. Constraint and index
+names come from one naming convention so they are the same on every backend and
+a later migration can refer to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class JobRow(Base):
+    """One job; ``status`` holds a ``JobState`` value and changes only with a history row."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String)
+    priority: Mapped[int] = mapped_column(Integer)
+    audio_s: Mapped[float] = mapped_column(Double)
+    submitted_at: Mapped[float] = mapped_column(Double)
+    attempts: Mapped[int] = mapped_column(Integer)
+    not_before: Mapped[float] = mapped_column(Double)
+    estimate_floor_mb: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_path: Mapped[str] = mapped_column(Text)
+    input_root: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[list[list[str]]] = mapped_column(JSON)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    progress_s: Mapped[float] = mapped_column(Double)
+    device_id: Mapped[str | None] = mapped_column(String)
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    pending_reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+
+    # The planner reads pending jobs by priority; the dashboard counts and lists by status.
+    __table_args__ = (
+        Index(None, "status"),
+        Index(None, "status", "priority"),
+    )
+
+
+class HistoryRow(Base):
+    """One state change; ``seq`` orders a job's changes even when their times are equal."""
+
+    __tablename__ = "job_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    time: Mapped[float] = mapped_column(Double)
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+
+class FootprintRow(Base):
+    """A learned footprint book as JSON, keyed so a later version could keep one per host."""
+
+    __tablename__ = "footprints"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    book: Mapped[str] = mapped_column(Text)
