@@ -11,11 +11,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import FormData, UploadFile
 
 from vramscribe.audio import probe_duration
@@ -28,6 +30,7 @@ from vramscribe.outputs import FORMATS, render
 from vramscribe.runtime.runner import Task
 from vramscribe.service.config import ServiceConfig
 from vramscribe.service.limits import UploadLimit
+from vramscribe.service.metrics import Metrics
 from vramscribe.service.paths import resolve_allowed
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.store.store import JobRecord
@@ -118,6 +121,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         openapi_url=None,
     )
     app.state.service = service
+    metrics = Metrics(service)
     app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes)
     api = APIRouter(dependencies=[Depends(require_token)])
 
@@ -135,6 +139,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if not service.alive:
             return JSONResponse({"status": "scheduler not running"}, 503)
         return JSONResponse({"status": "ready"})
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> Response:
+        """The live dashboard; the page asks for the token itself (the HTML holds no data)."""
+        html = resources.files("vramscribe.service").joinpath("static/dashboard.html")
+        return Response(html.read_text(), media_type="text/html; charset=utf-8")
 
     # -- docs (behind the token like everything else) ----------------------------------
     @api.get("/openapi.json", include_in_schema=False)
@@ -353,6 +363,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """Server-sent events for one job; the stream ends when the job does."""
         get_record(job_id)
         return StreamingResponse(stream(request, job_id), media_type="text/event-stream")
+
+    @api.get("/metrics", tags=["metrics"])
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/v1/devices", tags=["devices"])
     def devices() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.paths import new_run_dir
 from vramscribe.runtime.runner import Runner, Task
+from vramscribe.runtime.timeline import Timeline
 from vramscribe.service.config import ServiceConfig
 from vramscribe.service.events import Broadcaster, Event
 from vramscribe.store.store import JobRecord, Store
@@ -82,6 +83,8 @@ class SchedulerService:
             clock=time.time,
         )
         self.events = Broadcaster()
+        self.timeline = Timeline(self.runner, self.runner.run_dir / "timeline.jsonl")
+        self.runner.listeners.append(self.timeline)
         self.runner.listeners.append(self._on_runner_event)
         self._persisted: dict[str, int] = {}
         self._progress_written: dict[str, float] = {}
@@ -109,6 +112,7 @@ class SchedulerService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.timeline.close()
         with contextlib.suppress(Exception):
             self.store.save_footprints(self.book)
         self.store.close()

@@ -211,6 +211,17 @@ class Store:
                 counts[JobState(status)] = int(n)
         return counts
 
+    def counts_by_status_and_model(self) -> dict[tuple[JobState, str], int]:
+        """Job counts per (state, model), for metrics; only pairs that occur."""
+        query = select(JobRow.status, JobRow.model, func.count()).group_by(
+            JobRow.status, JobRow.model
+        )
+        with self._read() as session:
+            return {
+                (JobState(status), str(model)): int(n)
+                for status, model, n in session.execute(query)
+            }
+
     def pending(self) -> builtins.list[JobRecord]:
         """Jobs waiting to run, with their histories (a restarted service resumes from them)."""
         with self._read() as session:
