@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,32 @@ from vramscribe.errors import BadInput, VramscribeError
 from vramscribe.outputs import FORMATS, missing_outputs, output_path
 from vramscribe.paths import data_dir, new_run_dir
 from vramscribe.view import LiveView, PlainLog, fmt_duration
+
+
+def open_batch_store() -> tuple[Any, bool]:
+    """The CLI's own job store (not the service's), and whether this run is the only one.
+
+    Only a run that holds the batch lock may recover jobs: another run's
+    in-flight jobs look exactly like a killed run's.
+    """
+    import fcntl
+
+    from vramscribe.store.store import Store
+
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (folder / "batch.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        sole = True
+        _HELD.append(lock)
+    except BlockingIOError:
+        lock.close()
+        sole = False
+    return Store(f"sqlite:///{folder / 'batch.db'}"), sole
+
+
+_HELD: list[Any] = []
 
 
 def load_book(path: Path) -> FootprintBook:
@@ -94,6 +121,12 @@ def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
 def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) -> int:
     from vramscribe.audio import discover, probe_duration
     from vramscribe.models import resolve_model
+    from vramscribe.runtime.persist import (
+        StorePersister,
+        end_orphan,
+        record_for,
+        task_from_record,
+    )
     from vramscribe.runtime.runner import Runner, Task
     from vramscribe.runtime.timeline import Timeline
 
@@ -138,14 +171,34 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         hotwords=opts["hotwords"],
         fake=json.loads(opts["fake_config"]),
     )
-    skipped = 0
-    for n, (file, root) in enumerate(found.files, start=1):
+    store, sole = open_batch_store()
+    persister = StorePersister(store)
+    runner.listeners.append(persister)
+    if sole:
+        _, pids = store.recover(runner.clock())
+        for pid in pids:
+            end_orphan(pid)
+    unfinished = {
+        (rec.input_path, rec.model, tuple(sorted(rec.outputs))): rec
+        for rec in (store.pending() if sole else [])
+    }
+    skipped = resumed = 0
+    for file, root in found.files:
         if not opts["overwrite"] and not missing_outputs(file, root, formats, opts["out_dir"]):
             skipped += 1
             continue
         outputs = [(f, output_path(file, root, f, opts["out_dir"])) for f in formats]
+        key = (str(file), opts["model"], tuple(sorted((f, str(p)) for f, p in outputs)))
+        previous = unfinished.pop(key, None)
+        if previous is not None:
+            task = task_from_record(previous)
+            task.engine = engine
+            persister.known(previous.id, len(previous.history))
+            runner.add(task)
+            resumed += 1
+            continue
         job = Job(
-            str(n),
+            uuid.uuid4().hex[:12],
             profile,
             priority=priority,
             submitted_at=runner.clock(),
@@ -156,9 +209,13 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         try:
             job.audio_s = probe_duration(file)
         except BadInput as exc:
+            store.add(record_for(task, runner.clock(), opts["model"], root))
             runner.fail_now(task, str(exc))
             continue
+        store.add(record_for(task, runner.clock(), opts["model"], root))
         runner.add(task)
+    if resumed:
+        console.print(f"resuming {resumed} job(s) an interrupted run left unfinished")
     if skipped:
         console.print(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)")
     timeline = Timeline(runner, run_dir / "timeline.jsonl")
@@ -177,6 +234,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         return 130
     finally:
         timeline.close()
+        store.close()
         book_path.parent.mkdir(parents=True, exist_ok=True)
         book_path.write_text(book.to_json())
     tasks = list(runner.tasks.values())

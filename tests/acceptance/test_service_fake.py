@@ -75,7 +75,7 @@ def test_kill_9_mid_run_then_restart_completes_every_job_exactly_once(
             assert data["segments"] and abs(data["duration_s"] - 8.0) < 0.1
         for job_id in interrupted:
             reasons = [h["reason"] for h in jobs[job_id]["history"]]
-            assert any("recovered after the service stopped" in r for r in reasons), reasons
+            assert any("recovered after vramscribe stopped" in r for r in reasons), reasons
     leftovers = [p.name for p in (svc.data_dir / "transcripts").iterdir() if p.name.startswith(".")]
     assert leftovers == []
 

@@ -125,3 +125,37 @@ def test_live_view_shows_memory_split_jobs_and_reasons(tmp_path: Path) -> None:
     runner.stop()
     assert "fake:0" in seen and "others 0.5" in seen and "reserved" in seen
     assert "waiting c" in seen and "memory" in seen
+
+
+def test_an_interrupted_batch_resumes_from_the_store(tmp_path: Path) -> None:
+    from vramscribe.paths import data_dir
+    from vramscribe.store.store import Store
+
+    gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=8000)
+    for n in range(4):
+        write_wav(tmp_path / "in" / f"clip{n}.wav", 20)
+    fake = json.dumps({"device_path": str(gpu.path), "memory_mb": 1000, "speed_x": 4})
+    args = ("transcribe", str(tmp_path / "in"), "--device", f"fake:{gpu.path}", "--engine",
+            "fake", "--model", "small", "--fake-config", fake, "--format", "txt")  # fmt: skip
+    first = cli(*args)
+    deadline = time.monotonic() + 60
+    while len(gpu.true_state().used) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.kill()  # like kill -9: no cleanup at all
+    first.communicate(timeout=30)
+    second = cli(*args)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert "resuming" in err
+    assert sorted(p.name for p in (tmp_path / "in").glob("*.txt")) == [
+        f"clip{n}.txt" for n in range(4)
+    ]
+    with Store(f"sqlite:///{data_dir() / 'batch.db'}") as store:
+        jobs = store.list(limit=100)
+        assert len(jobs) == 4 and all(j.status.value == "completed" for j in jobs)
+        recovered = [
+            j for j in jobs
+            if any("recovered after vramscribe stopped" in t.reason
+                   for t in (store.get(j.id) or j).history)
+        ]  # fmt: skip
+        assert recovered, "no job shows the interruption"

@@ -340,7 +340,7 @@ def test_recover_requeues_active_jobs_and_returns_their_pids(url: str, store: St
             last = got.history[-1]
             assert last.time == 100.0 and last.to_state is P
             assert last.reason == (
-                f"recovered after the service stopped (attempt {attempts} interrupted)"
+                f"recovered after vramscribe stopped (attempt {attempts} interrupted)"
             )
         running = again.get("running")
         assert running is not None and running.not_before == 15.0

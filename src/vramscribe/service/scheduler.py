@@ -11,15 +11,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import psutil
-
-from vramscribe.core.jobs import Job, JobState
 from vramscribe.devices.select import pick_devices
-from vramscribe.engines.base import EngineOptions
 from vramscribe.paths import new_run_dir
+from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
 from vramscribe.runtime.runner import Runner, Task
 from vramscribe.runtime.timeline import Timeline
 from vramscribe.service.config import ServiceConfig
@@ -27,42 +23,6 @@ from vramscribe.service.events import Broadcaster, Event
 from vramscribe.store.store import JobRecord, Store
 
 PROGRESS_WRITE_S = 1.0
-
-
-def end_orphan(pid: int) -> bool:
-    """Kill a worker a previous service left running; only our own workers."""
-    try:
-        proc = psutil.Process(pid)
-        if not any("vramscribe.worker" in part for part in proc.cmdline()):
-            return False
-        proc.kill()
-        proc.wait(timeout=10)
-        return True
-    except (psutil.Error, OSError):
-        return False
-
-
-def task_from_record(rec: JobRecord) -> Task:
-    options = dict(rec.options)
-    profile = str(options.pop("profile", rec.model))
-    engine = EngineOptions.from_dict(options)
-    job = Job(
-        rec.id,
-        profile,
-        audio_s=rec.audio_s,
-        priority=rec.priority,
-        submitted_at=rec.submitted_at,
-        compute_type=engine.compute_type,
-        batch_size=engine.batch_size,
-        state=rec.status,
-        attempts=rec.attempts,
-        not_before=rec.not_before,
-        estimate_floor_mb=rec.estimate_floor_mb,
-        error=rec.error,
-        history=list(rec.history),
-    )
-    outputs = [(fmt, Path(path)) for fmt, path in rec.outputs]
-    return Task(job, Path(rec.input_path), engine, outputs, progress_s=rec.progress_s)
 
 
 class SchedulerService:
@@ -86,7 +46,7 @@ class SchedulerService:
         self.timeline = Timeline(self.runner, self.runner.run_dir / "timeline.jsonl")
         self.runner.listeners.append(self.timeline)
         self.runner.listeners.append(self._on_runner_event)
-        self._persisted: dict[str, int] = {}
+        self.persister = StorePersister(self.store)
         self._progress_written: dict[str, float] = {}
         self._final: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -101,7 +61,7 @@ class SchedulerService:
         self.recovered = moved
         self.orphans_ended = [pid for pid in pids if end_orphan(pid)]
         for rec in self.store.pending():
-            self._persisted[rec.id] = len(rec.history)
+            self.persister.known(rec.id, len(rec.history))
             self.runner.add(task_from_record(rec))
         self._thread = threading.Thread(
             target=self.runner.run_until, args=(self._stop,), name="scheduler", daemon=True
@@ -124,7 +84,7 @@ class SchedulerService:
     # -- called from request handlers ---------------------------------------------
     def submit(self, rec: JobRecord) -> JobRecord:
         self.store.add(rec)
-        self._persisted[rec.id] = 0
+        self.persister.known(rec.id, 0)
         task = task_from_record(rec)
         self.runner.call_soon(lambda: self.runner.add(task))
         return rec
@@ -172,24 +132,7 @@ class SchedulerService:
         self.events.publish(public)
 
     def _persist(self, task: Task) -> None:
-        job = task.job
-        done = self._persisted.get(job.id, 0)
-        for record in job.history[done:]:
-            fields: dict[str, Any] = {
-                "attempts": job.attempts,
-                "error": job.error,
-                "not_before": job.not_before,
-                "estimate_floor_mb": job.estimate_floor_mb,
-                "device_id": task.device_id,
-                "worker_pid": task.worker_pid,
-            }
-            if record.to_state is JobState.COMPLETED:
-                fields["progress_s"] = job.audio_s
-            if record.to_state.is_final:
-                fields["finished_at"] = record.time
-                fields["worker_pid"] = None
-            self.store.transition(job.id, record.to_state, record.time, record.reason, **fields)
-        self._persisted[job.id] = len(job.history)
-        if job.state.is_final:
-            self.final_event(job.id).set()
+        self.persister.persist(task)
+        if task.job.state.is_final:
+            self.final_event(task.job.id).set()
             self.store.save_footprints(self.book)

@@ -284,7 +284,7 @@ class Store:
                 if row is None or row.status not in active:
                     continue  # moved on by someone else since the scan
                 pid = row.worker_pid
-                reason = f"recovered after the service stopped (attempt {row.attempts} interrupted)"
+                reason = f"recovered after vramscribe stopped (attempt {row.attempts} interrupted)"
                 cleared = {"worker_pid": None, "device_id": None, "progress_s": 0.0}
                 _apply(session, row, JobState.PENDING, now, reason, cleared)
             moved.append(job_id)

@@ -1,0 +1,120 @@
+"""Keep the store in step with a runner: every state change is one store transaction.
+
+The runner applies transitions to its in-memory jobs; this listener replays
+each job's new history entries into the store, where ``Store.transition``
+checks them against the same transition table. Used by the service and by the
+CLI's batch mode, so both survive being killed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from vramscribe.core.jobs import Job, JobState
+from vramscribe.engines.base import EngineOptions
+from vramscribe.runtime.runner import Task
+from vramscribe.store.store import JobRecord, Store
+
+
+def task_from_record(rec: JobRecord) -> Task:
+    """A runnable task for a stored job (its history and attempts carried over)."""
+    options = dict(rec.options)
+    profile = str(options.pop("profile", rec.model))
+    engine = EngineOptions.from_dict(options)
+    job = Job(
+        rec.id,
+        profile,
+        audio_s=rec.audio_s,
+        priority=rec.priority,
+        submitted_at=rec.submitted_at,
+        compute_type=engine.compute_type,
+        batch_size=engine.batch_size,
+        state=rec.status,
+        attempts=rec.attempts,
+        not_before=rec.not_before,
+        estimate_floor_mb=rec.estimate_floor_mb,
+        error=rec.error,
+        history=list(rec.history),
+    )
+    outputs = [(fmt, Path(path)) for fmt, path in rec.outputs]
+    return Task(job, Path(rec.input_path), engine, outputs, progress_s=rec.progress_s)
+
+
+def record_for(task: Task, now: float, model: str, input_root: Path | None = None) -> JobRecord:
+    """A new store row for a task that is about to be queued."""
+    job = task.job
+    return JobRecord(
+        id=job.id,
+        status=job.state,
+        model=model,
+        priority=job.priority,
+        audio_s=job.audio_s,
+        submitted_at=job.submitted_at,
+        attempts=job.attempts,
+        not_before=job.not_before,
+        estimate_floor_mb=job.estimate_floor_mb,
+        error=job.error,
+        input_path=str(task.input),
+        input_root=str(input_root) if input_root else None,
+        outputs=[(fmt, str(path)) for fmt, path in task.outputs],
+        options={**task.engine.to_dict(), "profile": job.model},
+        progress_s=0.0,
+        device_id=None,
+        worker_pid=None,
+        pending_reason="queued",
+        created_at=now,
+        updated_at=now,
+        finished_at=None,
+        history=tuple(job.history),
+    )
+
+
+def end_orphan(pid: int) -> bool:
+    """Kill a worker a previous service left running; only our own workers."""
+    try:
+        proc = psutil.Process(pid)
+        if not any("vramscribe.worker" in part for part in proc.cmdline()):
+            return False
+        proc.kill()
+        proc.wait(timeout=10)
+        return True
+    except (psutil.Error, OSError):
+        return False
+
+
+class StorePersister:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._persisted: dict[str, int] = {}
+
+    def known(self, job_id: str, entries: int) -> None:
+        """``entries`` history entries of ``job_id`` are already in the store."""
+        self._persisted[job_id] = entries
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        task = event.get("task")
+        if event["type"] == "job" and task is not None:
+            self.persist(task)
+
+    def persist(self, task: Task) -> None:
+        job = task.job
+        done = self._persisted.get(job.id, 0)
+        for record in job.history[done:]:
+            fields: dict[str, Any] = {
+                "attempts": job.attempts,
+                "error": job.error,
+                "not_before": job.not_before,
+                "estimate_floor_mb": job.estimate_floor_mb,
+                "device_id": task.device_id,
+                "worker_pid": task.worker_pid,
+            }
+            if record.to_state is JobState.COMPLETED:
+                fields["progress_s"] = job.audio_s
+            if record.to_state.is_final:
+                fields["finished_at"] = record.time
+                fields["worker_pid"] = None
+            self.store.transition(job.id, record.to_state, record.time, record.reason, **fields)
+        self._persisted[job.id] = len(job.history)
