@@ -23,6 +23,7 @@ def task_from_record(rec: JobRecord) -> Task:
     """A runnable task for a stored job (its history and attempts carried over)."""
     options = dict(rec.options)
     profile = str(options.pop("profile", rec.model))
+    options.pop("filename", None)
     engine = EngineOptions.from_dict(options)
     job = Job(
         rec.id,

@@ -68,7 +68,7 @@ def job_json(rec: JobRecord, live: Task | None) -> dict[str, Any]:
         if status is JobState.PENDING
         else None,
         "device": (live.device_id if live is not None else None) or rec.device_id,
-        "input": Path(rec.input_path).name,
+        "input": str(rec.options.get("filename") or Path(rec.input_path).name),
         "submitted_at": rec.submitted_at,
         "finished_at": rec.finished_at,
         "history": [
@@ -224,7 +224,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             input_path=str(source),
             input_root=None,
             outputs=[(fmt, str(transcripts / f"{job_id}.{fmt}")) for fmt in FORMATS],
-            options={**engine.to_dict(), "profile": profile},
+            options={
+                **engine.to_dict(),
+                "profile": profile,
+                "filename": str(opts.get("filename") or source.name),
+            },
             progress_s=0.0,
             device_id=None,
             worker_pid=None,
@@ -248,6 +252,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         await asyncio.to_thread(copy)
         opts = {k: v for k, v in form.items() if k in OPTION_FIELDS and isinstance(v, str)}
+        opts["filename"] = Path(upload.filename or target.name).name[:255]
         return target, opts
 
     async def submit_request(request: Request) -> JobRecord:
