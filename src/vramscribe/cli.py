@@ -171,6 +171,8 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         hotwords=opts["hotwords"],
         fake=json.loads(opts["fake_config"]),
     )
+    timeline = Timeline(runner, run_dir / "timeline.jsonl")
+    runner.listeners.append(timeline)
     store, sole = open_batch_store()
     persister = StorePersister(store)
     runner.listeners.append(persister)
@@ -218,8 +220,6 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         console.print(f"resuming {resumed} job(s) an interrupted run left unfinished")
     if skipped:
         console.print(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)")
-    timeline = Timeline(runner, run_dir / "timeline.jsonl")
-    runner.listeners.append(timeline)
     try:
         if console.is_terminal:
             with LiveView(runner, console) as view:
@@ -299,6 +299,28 @@ def simulate(source: str, gpus: str, model: str) -> None:
     from vramscribe.sim.capacity import simulate_command
 
     sys.exit(simulate_command(source, gpus, model, Console()))
+
+
+@main.command()
+@click.argument("run", required=False)
+@click.option(
+    "--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one HTML page."
+)
+@click.option("--png", type=click.Path(file_okay=False, path_type=Path), help="Write charts here.")
+@click.option(
+    "--chrome-trace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a trace for Perfetto or chrome://tracing.",
+)
+def report(run: str | None, html: Path | None, png: Path | None, chrome_trace: Path | None) -> None:
+    """Where time and memory went in a run (default: the latest), with findings.
+
+    RUN is a run folder, its timeline file, or a run's name under the data folder.
+    """
+    from vramscribe.report import report_command
+
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    sys.exit(report_command(run, html, png, chrome_trace, console))
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -159,3 +159,32 @@ def test_an_interrupted_batch_resumes_from_the_store(tmp_path: Path) -> None:
                    for t in (store.get(j.id) or j).history)
         ]  # fmt: skip
         assert recovered, "no job shows the interruption"
+
+
+def test_report_command_on_the_latest_run(tmp_path: Path) -> None:
+    gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=3000)
+    for n in range(3):
+        write_wav(tmp_path / "in" / f"clip{n}.wav", 6)
+    fake = json.dumps({"device_path": str(gpu.path), "memory_mb": 1100, "speed_x": 6,
+                       "load_s": 0.4})  # fmt: skip
+    run = cli("transcribe", str(tmp_path / "in"), "--device", f"fake:{gpu.path}", "--engine",
+              "fake", "--model", "small", "--fake-config", fake, "--format", "txt")  # fmt: skip
+    run.communicate(timeout=120)
+    assert run.returncode == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "vramscribe", "report", "--html", str(tmp_path / "r.html"),
+         "--png", str(tmp_path / "png"), "--chrome-trace", str(tmp_path / "trace.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "3/3 jobs completed" in out.stdout and "findings" in out.stdout
+    assert "waiting for memory on fake:0" in out.stdout
+    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") == 3
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "load_times.png", "timeline.png", "waits.png"
+    ]  # fmt: skip
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert any(e["ph"] == "X" for e in trace["traceEvents"])
+    missing = subprocess.run([sys.executable, "-m", "vramscribe", "report", "nope"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and "no run named" in missing.stdout + missing.stderr
