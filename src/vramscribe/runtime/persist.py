@@ -44,8 +44,22 @@ def task_from_record(rec: JobRecord) -> Task:
     return Task(job, Path(rec.input_path), engine, outputs, progress_s=rec.progress_s)
 
 
-def record_for(task: Task, now: float, model: str, input_root: Path | None = None) -> JobRecord:
-    """A new store row for a task that is about to be queued."""
+def record_for(
+    task: Task,
+    now: float,
+    model: str,
+    input_root: Path | None = None,
+    filename: str | None = None,
+) -> JobRecord:
+    """A new store row for a task that is about to be queued.
+
+    ``model`` is what the user typed (shown back to them); the task's job
+    carries the profile name the planner estimates with. ``filename`` is the
+    name a client uploaded under, kept for display only.
+    """
+    options: dict[str, Any] = {**task.engine.to_dict(), "profile": task.job.model}
+    if filename:
+        options["filename"] = filename
     job = task.job
     return JobRecord(
         id=job.id,
@@ -61,7 +75,7 @@ def record_for(task: Task, now: float, model: str, input_root: Path | None = Non
         input_path=str(task.input),
         input_root=str(input_root) if input_root else None,
         outputs=[(fmt, str(path)) for fmt, path in task.outputs],
-        options={**task.engine.to_dict(), "profile": job.model},
+        options=options,
         progress_s=0.0,
         device_id=None,
         worker_pid=None,

@@ -21,12 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import FormData, UploadFile
 
 from vramscribe.audio import probe_duration
-from vramscribe.core.jobs import JobState, parse_priority
+from vramscribe.core.jobs import Job, JobState, parse_priority
 from vramscribe.core.profiles import profile_for
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound, ModelNotAvailable
 from vramscribe.models import resolve_model
 from vramscribe.outputs import FORMATS, render
+from vramscribe.runtime.persist import record_for
 from vramscribe.runtime.runner import Task
 from vramscribe.service.config import ServiceConfig
 from vramscribe.service.limits import UploadLimit
@@ -210,33 +211,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             fake=dict(config.fake_config),
         )
         now = time.time()
-        return JobRecord(
-            id=job_id,
-            status=JobState.PENDING,
-            model=model,
-            priority=priority,
-            audio_s=audio_s,
-            submitted_at=now,
-            attempts=0,
-            not_before=0.0,
-            estimate_floor_mb=0.0,
-            error=None,
-            input_path=str(source),
-            input_root=None,
-            outputs=[(fmt, str(transcripts / f"{job_id}.{fmt}")) for fmt in FORMATS],
-            options={
-                **engine.to_dict(),
-                "profile": profile,
-                "filename": str(opts.get("filename") or source.name),
-            },
-            progress_s=0.0,
-            device_id=None,
-            worker_pid=None,
-            pending_reason="queued",
-            created_at=now,
-            updated_at=now,
-            finished_at=None,
-        )
+        job = Job(job_id, profile, audio_s, priority, now, compute_type, batch_size)
+        outputs = [(fmt, transcripts / f"{job_id}.{fmt}") for fmt in FORMATS]
+        filename = str(opts.get("filename") or source.name)
+        return record_for(Task(job, source, engine, outputs), now, model, filename=filename)
 
     async def save_upload(form: FormData) -> tuple[Path, dict[str, Any]]:
         upload = form.get("file")
