@@ -138,3 +138,36 @@ def test_memory_is_released_before_the_reservation_is_dropped(tmp_path: Path) ->
     assert all(t.job.state is JobState.COMPLETED for t in tasks)
     for _, pid, processes in seen:
         assert pid not in processes
+
+
+class FlakyReadings:
+    """The shared fake GPU, but every third reading fails, as NVML sometimes does."""
+
+    def __init__(self, inner: SharedFakeDevice) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.id, self.kind, self.max_instances = inner.id, inner.kind, inner.max_instances
+
+    def read(self, now: float) -> Any:
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise RuntimeError("NVML: Unknown Error")
+        return self.inner.read(now)
+
+
+def test_failing_readings_and_a_broken_listener_do_not_stop_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    device = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=4000)
+    flaky = FlakyReadings(device)
+    runner = Runner([flaky], Settings(safety_margin=0.0), run_dir=tmp_path / "run", poll_s=0.05)
+    tasks = add_jobs(runner, device, tmp_path, 4)
+
+    def broken(event: dict[str, Any]) -> None:
+        raise OSError("disk full")
+
+    runner.listeners.insert(0, broken)
+    runner.run()
+    assert flaky.calls > 3
+    assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
+    assert device.true_state().oom_events == 0

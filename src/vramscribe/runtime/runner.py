@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import signal
@@ -37,6 +38,7 @@ from vramscribe.outputs import render, write_atomic
 from vramscribe.transcript import Transcript
 
 Listener = Callable[[dict[str, Any]], None]
+log = logging.getLogger("vramscribe.runtime")
 
 
 @dataclass(slots=True, eq=False)
@@ -110,6 +112,7 @@ class Runner:
         self.neighbours = NeighbourTracker()
         self.cooldown: dict[str, float] = {}
         self.readings: dict[str, Reading] = {}
+        self.unreadable: set[str] = set()
         self.last_plan: Plan | None = None
         self._events: queue.Queue[tuple[str, int, dict[str, Any] | None]] = queue.Queue()
         self._stop = False
@@ -278,8 +281,14 @@ class Runner:
             self._kill(worker)
 
     def _read_devices(self, now: float) -> None:
+        """Fresh readings; a device that fails to answer keeps its last one and admits nothing."""
+        self.unreadable = set()
         for dev_id, dev in self.devices.items():
-            self.readings[dev_id] = dev.read(now)
+            try:
+                self.readings[dev_id] = dev.read(now)
+            except Exception as exc:
+                self.unreadable.add(dev_id)
+                log.warning("cannot read %s: %s", dev_id, exc)
 
     def _confirm_releases(self, now: float) -> None:
         still: list[Worker] = []
@@ -308,7 +317,9 @@ class Runner:
         snaps: list[DeviceSnapshot] = []
         views: list[InstanceView] = []
         for dev_id, dev in self.devices.items():
-            reading = self.readings[dev_id]
+            reading = self.readings.get(dev_id)
+            if reading is None or dev_id in self.unreadable:
+                continue
             ours = sum(reading.processes.values())
             peak = None
             if dev.kind != "cpu":
@@ -325,7 +336,9 @@ class Runner:
                 )
             )
         for worker in [*self.workers.values(), *self.releasing]:
-            reading = self.readings[worker.device.id]
+            reading = self.readings.get(worker.device.id)
+            if reading is None:
+                continue
             observed = reading.processes.get(worker.pid, 0.0)
             worker.peak_mb = max(worker.peak_mb, observed)
             views.append(
@@ -488,4 +501,9 @@ class Runner:
             event["state"] = task.job.state.value
             event["task"] = task
         for listener in self.listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                # A broken listener (a full disk under the timeline, a store hiccup) must
+                # not stop the scheduler, which would strand every running worker.
+                log.exception("event listener failed on %s", kind)
