@@ -155,6 +155,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
     book = load_book(book_path)
     run_dir = new_run_dir()
     runner = Runner(devices, settings, book, run_dir=run_dir, hang_timeout_s=opts["hang_timeout"])
+    started = runner.clock()
     formats = list(opts["formats"] or ("txt", "srt"))
     engine = EngineOptions(
         engine=engine_name,
@@ -238,14 +239,13 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         book_path.parent.mkdir(parents=True, exist_ok=True)
         book_path.write_text(book.to_json())
     tasks = list(runner.tasks.values())
-    print_summary(console, tasks, runner)
+    print_summary(console, tasks, runner, started)
     ok = all(t.job.state is JobState.COMPLETED for t in tasks) and not found.errors
     return 0 if ok else 1
 
 
-def print_summary(console: Console, tasks: list[Any], runner: Any) -> None:
-    now = runner.clock()
-    wall = now - min((t.job.submitted_at for t in tasks), default=now)
+def print_summary(console: Console, tasks: list[Any], runner: Any, started: float) -> None:
+    wall = runner.clock() - started
     done = [t for t in tasks if t.job.state is JobState.COMPLETED]
     failed = [t for t in tasks if t.job.state is not JobState.COMPLETED]
     audio = sum(t.job.audio_s for t in done)
