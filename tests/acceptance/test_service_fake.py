@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,26 @@ def test_bad_requests_get_clear_4xx_and_leave_the_service_healthy(
             ),
             ("priority", c.post("/v1/jobs", json={"path": "ok.wav", "priority": 500}), 422, "prio"),
         ]
+
+        def chunked_multipart() -> Iterator[bytes]:
+            yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            for _ in range(12):  # 3 MiB in 256 KiB chunks, no Content-Length
+                yield os.urandom(256 * 1024)
+            yield b"\r\n--xyz--\r\n"
+
+        streamed = c.post(
+            "/v1/jobs",
+            content=chunked_multipart(),
+            headers={"content-type": "multipart/form-data; boundary=xyz"},
+        )
+        assert "content-length" not in streamed.request.headers
+        cases.append(("too large, streamed", streamed, 413, "too large"))
         for name, resp, code, words in cases:
             assert resp.status_code == code, (name, resp.status_code, resp.text)
             assert words in resp.json()["detail"], (name, resp.text)
         assert httpx.get(f"{svc.url}/healthz").json() == {"status": "ok"}
+        # Refused uploads leave nothing behind: only accepted jobs keep their audio.
+        assert list((svc.data_dir / "uploads").iterdir()) == []
         jobs = wait_all(c, [good])
         assert jobs[good]["status"] == "completed"
         assert c.get("/v1/jobs").json()["total"] == 1
