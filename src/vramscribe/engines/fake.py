@@ -20,7 +20,7 @@ from typing import Any
 
 from vramscribe.audio import probe_duration
 from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
-from vramscribe.errors import DeviceOutOfMemory, EngineError
+from vramscribe.errors import EngineError
 from vramscribe.transcript import Segment, Transcript
 
 
@@ -66,10 +66,7 @@ class FakeEngine:
                         time.sleep(3600)
                 grow = float(self.cfg.get("grow_mb", 0.0))
                 if grow and self.device is not None:
-                    try:
-                        self.device.allocate(os.getpid(), grow)
-                    except DeviceOutOfMemory:
-                        raise
+                    self.device.allocate(os.getpid(), grow)  # raises DeviceOutOfMemory
             start, end = duration * k / steps, duration * (k + 1) / steps
             time.sleep((end - start) / speed)
             seg = Segment(start, end, f"fake segment {k + 1}")
