@@ -99,22 +99,23 @@ class LiveView:
     def render(self) -> Group:
         r = self.runner
         devices = Table.grid(padding=(0, 1))
-        for dev_id, reading in r.readings.items():
-            ours = sum(reading.processes.values())
-            reserved = sum(
-                max(0.0, w.reserved_mb - reading.processes.get(w.pid, 0.0))
-                for w in [*r.workers.values(), *r.releasing]
-                if w.device.id == dev_id
+        for dev_id in list(r.readings):
+            split = r.memory_split(dev_id)
+            if split is None:
+                continue
+            ours, reserved, others, free = (
+                split.ours_mb,
+                split.reserved_mb,
+                split.others_mb,
+                split.free_mb,
             )
-            others = max(0.0, reading.used_mb - ours)
-            free = max(0.0, reading.free_mb - reserved)
-            used = reading.used_mb + reserved
-            bar = ProgressBar(total=reading.total_mb, completed=used, width=30)
+            used = split.total_mb - free
+            bar = ProgressBar(total=split.total_mb, completed=used, width=30)
             devices.add_row(
                 Text(dev_id, style="bold"),
                 bar,
                 Text(
-                    f"{reading.total_mb / GIB:.1f} GiB: others {others / GIB:.1f}, "
+                    f"{split.total_mb / GIB:.1f} GiB: others {others / GIB:.1f}, "
                     f"ours {ours / GIB:.1f}, reserved {reserved / GIB:.1f}, free {free / GIB:.1f}"
                 ),
             )

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import write_wav
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.core.settings import Settings
+from vramscribe.devices.base import Reading
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.engines.base import EngineOptions
 from vramscribe.runtime.runner import Runner, Task
@@ -171,3 +172,37 @@ def test_failing_readings_and_a_broken_listener_do_not_stop_the_scheduler(
     assert flaky.calls > 3
     assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
     assert device.true_state().oom_events == 0
+
+
+class Unattributed:
+    """The shared fake GPU seen from a container: readings name none of our processes."""
+
+    def __init__(self, inner: SharedFakeDevice) -> None:
+        self.inner = inner
+        self.id, self.kind, self.max_instances = inner.id, inner.kind, inner.max_instances
+
+    def read(self, now: float) -> Reading:
+        r = self.inner.read(now)
+        return Reading(r.time, r.total_mb, r.free_mb, {})
+
+
+def test_without_per_process_readings_reservations_stand_in_for_observations(
+    tmp_path: Path,
+) -> None:
+    """Neither missed (no OOM under lag) nor counted twice (more than two fit at once)."""
+    device = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=5000, lag_s=0.5)
+    runner = Runner(
+        [Unattributed(device)],
+        Settings(safety_margin=0.0),
+        run_dir=tmp_path / "run",
+        poll_s=0.05,
+        settle_s=1.0,
+    )
+    tasks = add_jobs(runner, device, tmp_path, 6, seconds=24.0)
+    runner.run()
+    assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
+    state = device.true_state()
+    assert state.oom_events == 0
+    # Counting both the reading and the reservation would cap this device at two instances.
+    assert state.peak_used_mb >= 3 * SMALL_MB
+    assert runner.attributed[device.id] is False

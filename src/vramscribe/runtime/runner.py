@@ -69,6 +69,8 @@ class Worker:
     last_event_at: float
     state: JobState = JobState.LOADING
     loaded_mb: float = 0.0
+    loaded_at: float | None = None
+    observed_mb: float = 0.0
     peak_mb: float = 0.0
     result: Path | None = None
     error: tuple[FailureKind, str] | None = None
@@ -79,6 +81,17 @@ class Worker:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySplit:
+    total_mb: float
+    measured_free_mb: float
+    others_mb: float
+    ours_mb: float
+    reserved_mb: float
+    free_mb: float
+    workers: list[Worker]
 
 
 class Runner:
@@ -93,6 +106,7 @@ class Runner:
         run_dir: Path,
         hang_timeout_s: float = 600.0,
         release_timeout_s: float = 10.0,
+        settle_s: float = 2.0,
         poll_s: float = 0.2,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -102,6 +116,11 @@ class Runner:
         self.run_dir = run_dir
         self.hang_timeout_s = hang_timeout_s
         self.release_timeout_s = release_timeout_s
+        self.settle_s = settle_s
+        # Per device: True once a reading attributed memory to one of our workers, False
+        # once a loaded worker stayed unattributed past settle_s (containers where NVML
+        # reports host pids), None while unknown.
+        self.attributed: dict[str, bool | None] = {}
         self.poll_s = poll_s
         self.clock = clock
         self.tasks: dict[str, Task] = {}
@@ -217,6 +236,7 @@ class Runner:
         task = worker.task
         if kind == "loaded":
             worker.loaded_mb = float(event.get("memory_mb", 0.0))
+            worker.loaded_at = now
             task.load_s = float(event.get("load_s", 0.0))
             self._publish(
                 "loaded",
@@ -294,7 +314,13 @@ class Runner:
         still: list[Worker] = []
         for worker in self.releasing:
             reading = self.readings.get(worker.device.id)
-            if reading is None or worker.pid not in reading.processes:
+            assert worker.exited_at is not None
+            if self.attributed.get(worker.device.id) is False:
+                # No per-process view: wait out the reading lag instead.
+                gone = now - worker.exited_at >= self.settle_s
+            else:
+                gone = reading is None or worker.pid not in reading.processes
+            if gone:
                 self._publish(
                     "released",
                     worker.task,
@@ -306,7 +332,6 @@ class Runner:
                 if untrack is not None:
                     untrack(worker.pid)
                 continue
-            assert worker.exited_at is not None
             since = now - (worker.last_kill_at or worker.exited_at)
             if since > self.release_timeout_s:
                 self._kill(worker)
@@ -314,42 +339,44 @@ class Runner:
         self.releasing = still
 
     def _admit(self, now: float) -> None:
-        snaps: list[DeviceSnapshot] = []
         views: list[InstanceView] = []
-        for dev_id, dev in self.devices.items():
-            reading = self.readings.get(dev_id)
-            if reading is None or dev_id in self.unreadable:
-                continue
-            ours = sum(reading.processes.values())
-            peak = None
-            if dev.kind != "cpu":
-                peak = self.neighbours.observe(dev_id, now, max(0.0, reading.used_mb - ours))
-            snaps.append(
-                DeviceSnapshot(
-                    dev_id,
-                    dev.kind,
-                    reading.total_mb,
-                    reading.free_mb,
-                    max_instances=dev.max_instances,
-                    foreign_peak_mb=peak,
-                    cooldown_until=self.cooldown.get(dev_id, 0.0),
-                )
-            )
         for worker in [*self.workers.values(), *self.releasing]:
             reading = self.readings.get(worker.device.id)
             if reading is None:
                 continue
-            observed = reading.processes.get(worker.pid, 0.0)
-            worker.peak_mb = max(worker.peak_mb, observed)
+            worker.observed_mb = self._observed(worker, reading, now)
+            worker.peak_mb = max(worker.peak_mb, worker.observed_mb)
             views.append(
                 InstanceView(
                     worker.task.job.id,
                     worker.device.id,
                     worker.state,
                     worker.reserved_mb,
-                    observed,
+                    worker.observed_mb,
                     max(now, worker.expected_end) if worker.exited_at is None else now,
                     worker.task.job.priority,
+                )
+            )
+        snaps: list[DeviceSnapshot] = []
+        for dev_id, dev in self.devices.items():
+            split = self.memory_split(dev_id)
+            if split is None or dev_id in self.unreadable:
+                continue
+            peak = None
+            if dev.kind != "cpu":
+                # Memory a starting instance may already hold is not a neighbour's: count
+                # outstanding reservations as ours, or the peak would remember our own loads.
+                others = max(0.0, split.others_mb - split.reserved_mb)
+                peak = self.neighbours.observe(dev_id, now, others)
+            snaps.append(
+                DeviceSnapshot(
+                    dev_id,
+                    dev.kind,
+                    split.total_mb,
+                    split.measured_free_mb,
+                    max_instances=dev.max_instances,
+                    foreign_peak_mb=peak,
+                    cooldown_until=self.cooldown.get(dev_id, 0.0),
                 )
             )
         if not len(self.queue):
@@ -376,6 +403,48 @@ class Runner:
             if reason != task.pending_reason:
                 task.pending_reason = reason
                 self._publish("reason", task, reason=reason)
+
+    def memory_split(self, dev_id: str) -> MemorySplit | None:
+        """The device's memory as the CLI view, the dashboard and the metrics show it.
+
+        "Ours" counts only our workers (NVML lists every process on a GPU);
+        "reserved" is what starting instances were granted but do not hold yet.
+        """
+        reading = self.readings.get(dev_id)
+        if reading is None:
+            return None
+        mine = [w for w in [*self.workers.values(), *self.releasing] if w.device.id == dev_id]
+        ours = sum(w.observed_mb for w in mine)
+        reserved = sum(max(0.0, w.reserved_mb - w.observed_mb) for w in mine)
+        return MemorySplit(
+            total_mb=reading.total_mb,
+            measured_free_mb=reading.free_mb,
+            others_mb=max(0.0, reading.used_mb - ours),
+            ours_mb=ours,
+            reserved_mb=reserved,
+            free_mb=max(0.0, reading.free_mb - reserved),
+            workers=mine,
+        )
+
+    def _observed(self, worker: Worker, reading: Reading, now: float) -> float:
+        """Memory the device attributes to ``worker``, or its reservation where it cannot.
+
+        Where readings never name our processes, an instance's reservation counts
+        as observed once it has been loaded for ``settle_s`` (longer than the
+        reading lag), so it is neither missed nor counted twice.
+        """
+        dev_id = worker.device.id
+        observed = reading.processes.get(worker.pid, 0.0)
+        if observed > 0:
+            self.attributed[dev_id] = True
+            return observed
+        settled = worker.loaded_at is not None and now - worker.loaded_at >= self.settle_s
+        if not settled:
+            return observed
+        if self.attributed.get(dev_id) is None and worker.exited_at is None:
+            self.attributed[dev_id] = False
+            log.warning("%s does not attribute memory to our processes; using reservations", dev_id)
+        return worker.reserved_mb if self.attributed.get(dev_id) is False else observed
 
     # -- workers -------------------------------------------------------------------
     def _spawn(

@@ -81,25 +81,22 @@ class Timeline:
 
     def _devices(self, now: float) -> None:
         r = self.runner
-        live = [*r.workers.values(), *r.releasing]
-        for dev_id, reading in r.readings.items():
-            mine = [w for w in live if w.device.id == dev_id]
-            ours = sum(reading.processes.values())
-            reserved = sum(
-                max(0.0, w.reserved_mb - reading.processes.get(w.pid, 0.0)) for w in mine
-            )
+        for dev_id in list(r.readings):
+            split = r.memory_split(dev_id)
+            if split is None:
+                continue
             self._q.put(
                 {
                     "t": now,
                     "type": "device",
                     "device": dev_id,
-                    "total_mb": reading.total_mb,
-                    "free_mb": reading.free_mb,
-                    "ours_mb": ours,
-                    "others_mb": max(0.0, reading.used_mb - ours),
-                    "reserved_mb": reserved,
-                    "instances": len(mine),
-                    "loading": sum(1 for w in mine if w.state.value == "loading"),
+                    "total_mb": split.total_mb,
+                    "free_mb": split.measured_free_mb,
+                    "ours_mb": split.ours_mb,
+                    "others_mb": split.others_mb,
+                    "reserved_mb": split.reserved_mb,
+                    "instances": len(split.workers),
+                    "loading": sum(1 for w in split.workers if w.state.value == "loading"),
                     "pending": len(r.queue),
                 }
             )

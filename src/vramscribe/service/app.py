@@ -419,30 +419,28 @@ def create_app(config: ServiceConfig) -> FastAPI:
 def device_report(service: SchedulerService) -> list[dict[str, Any]]:
     runner = service.runner
     out = []
-    for dev_id, reading in list(runner.readings.items()):
-        workers = [
-            w for w in [*runner.workers.values(), *runner.releasing] if w.device.id == dev_id
-        ]
-        ours = sum(reading.processes.values())
-        reserved = sum(max(0.0, w.reserved_mb - reading.processes.get(w.pid, 0.0)) for w in workers)
+    for dev_id in list(runner.readings):
+        split = runner.memory_split(dev_id)
+        if split is None:
+            continue
         out.append(
             {
                 "id": dev_id,
                 "kind": runner.devices[dev_id].kind,
-                "total_mb": reading.total_mb,
-                "others_mb": max(0.0, reading.used_mb - ours),
-                "ours_mb": ours,
-                "reserved_mb": reserved,
-                "free_mb": max(0.0, reading.free_mb - reserved),
+                "total_mb": split.total_mb,
+                "others_mb": split.others_mb,
+                "ours_mb": split.ours_mb,
+                "reserved_mb": split.reserved_mb,
+                "free_mb": split.free_mb,
                 "instances": [
                     {
                         "job_id": w.task.job.id,
                         "state": w.state.value,
                         "pid": w.pid,
                         "reserved_mb": w.reserved_mb,
-                        "observed_mb": reading.processes.get(w.pid, 0.0),
+                        "observed_mb": w.observed_mb,
                     }
-                    for w in workers
+                    for w in split.workers
                 ],
             }
         )
