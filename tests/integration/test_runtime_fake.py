@@ -198,7 +198,9 @@ def test_without_per_process_readings_reservations_stand_in_for_observations(
         poll_s=0.05,
         settle_s=1.0,
     )
-    tasks = add_jobs(runner, device, tmp_path, 6, seconds=24.0)
+    # 7.5 s of transcribing each: the first two are still running when the next two start,
+    # however slowly worker processes start on a busy machine.
+    tasks = add_jobs(runner, device, tmp_path, 6, seconds=60.0)
     runner.run()
     assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
     state = device.true_state()
