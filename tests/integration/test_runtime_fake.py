@@ -208,3 +208,25 @@ def test_without_per_process_readings_reservations_stand_in_for_observations(
     # Counting both the reading and the reservation would cap this device at two instances.
     assert state.peak_used_mb >= 3 * SMALL_MB
     assert runner.attributed[device.id] is False
+
+
+def test_a_worker_that_exits_before_its_last_line_is_read_is_not_a_crash(tmp_path: Path) -> None:
+    """The exit is seen before the "done" line is handled; the outcome waits for the line."""
+    runner, device = make_runner(tmp_path, total_mb=16000)
+    [task] = add_jobs(runner, device, tmp_path, 1, seconds=0.5, speed_x=100.0, load_s=0.0)
+    runner.step()  # admits and starts the worker
+    worker = runner.workers[task.job.id]
+    worker.proc.wait(timeout=60)  # it has printed everything and exited; nothing handled yet
+    runner._reap(runner.clock())
+    assert task.job.state is JobState.LOADING and task.job.attempts == 1
+    runner.run()
+    assert task.job.state is JobState.COMPLETED and task.job.attempts == 1, task.job.error
+
+
+def test_workers_that_finish_at_once_are_never_mistaken_for_crashes(tmp_path: Path) -> None:
+    """A worker exits right after its last line; the outcome waits for that line."""
+    runner, device = make_runner(tmp_path, total_mb=16000)
+    tasks = add_jobs(runner, device, tmp_path, 24, seconds=0.5, speed_x=100.0, load_s=0.0)
+    runner.run()
+    assert [t.job.state for t in tasks] == [JobState.COMPLETED] * 24, [t.job.error for t in tasks]
+    assert all(t.job.attempts == 1 for t in tasks)

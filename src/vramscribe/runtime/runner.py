@@ -39,6 +39,7 @@ from vramscribe.transcript import Transcript
 
 Listener = Callable[[dict[str, Any]], None]
 log = logging.getLogger("vramscribe.runtime")
+OUTPUT_GRACE_S = 5.0
 
 
 @dataclass(slots=True, eq=False)
@@ -71,6 +72,8 @@ class Worker:
     loaded_mb: float = 0.0
     loaded_at: float | None = None
     observed_mb: float = 0.0
+    stdout_closed: bool = False
+    exit_seen_at: float | None = None
     peak_mb: float = 0.0
     result: Path | None = None
     error: tuple[FailureKind, str] | None = None
@@ -228,7 +231,10 @@ class Runner:
             event["call"]()
             return
         worker = self.workers.get(job_id)
-        if worker is None or worker.pid != pid or event is None:
+        if worker is None or worker.pid != pid:
+            return
+        if event is None:
+            worker.stdout_closed = True
             return
         now = self.clock()
         worker.last_event_at = now
@@ -274,6 +280,11 @@ class Runner:
         for job_id, worker in list(self.workers.items()):
             code = worker.proc.poll()
             if code is None:
+                continue
+            # Its last lines ("done") may still be on their way through the pump thread:
+            # judge the outcome only once its output has ended (or, failing that, soon after).
+            worker.exit_seen_at = worker.exit_seen_at or now
+            if not worker.stdout_closed and now - worker.exit_seen_at < OUTPUT_GRACE_S:
                 continue
             worker.exited_at = now
             del self.workers[job_id]
