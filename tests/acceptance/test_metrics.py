@@ -40,11 +40,15 @@ def test_metrics_match_the_store(tmp_path: Path, services: list[Service]) -> Non
         while c.get("/v1/jobs", params={"status": "completed"}).json()["total"] < 3:
             assert time.monotonic() < deadline
             time.sleep(0.3)
-        time.sleep(0.5)
+        dev = ("device", "fake:0")
+        released = ("vramscribe_release_seconds_count", (dev,))
         m = scrape(c)
+        while m.get(released, 0) < 6:  # the last releases are confirmed just after completion
+            assert time.monotonic() < deadline, m.get(released)
+            time.sleep(0.2)
+            m = scrape(c)
         completed = c.get("/v1/jobs", params={"status": "completed"}).json()["total"]
         assert m[("vramscribe_jobs", (("model", "small"), ("status", "completed")))] == completed
-        dev = ("device", "fake:0")
         assert m[("vramscribe_device_memory_bytes", (dev, ("kind", "total")))] == 6000 * 1024**2
         assert m[("vramscribe_device_memory_bytes", (dev, ("kind", "others")))] == 1000 * 1024**2
         assert m[("vramscribe_retries_total", (("kind", "crash"),))] == 3
