@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from vramscribe.core.jobs import Job, JobState
+from vramscribe.core.jobs import JobState
 from vramscribe.engines.base import EngineOptions
 from vramscribe.runtime.runner import Task
 from vramscribe.store.store import JobRecord, Store
@@ -21,27 +21,15 @@ from vramscribe.store.store import JobRecord, Store
 
 def task_from_record(rec: JobRecord) -> Task:
     """A runnable task for a stored job (its history and attempts carried over)."""
-    options = dict(rec.options)
-    profile = str(options.pop("profile", rec.model))
-    options.pop("filename", None)
-    engine = EngineOptions.from_dict(options)
-    job = Job(
-        rec.id,
-        profile,
-        audio_s=rec.audio_s,
-        priority=rec.priority,
-        submitted_at=rec.submitted_at,
-        compute_type=engine.compute_type,
-        batch_size=engine.batch_size,
-        state=rec.status,
-        attempts=rec.attempts,
-        not_before=rec.not_before,
-        estimate_floor_mb=rec.estimate_floor_mb,
-        error=rec.error,
-        history=list(rec.history),
-    )
+    options = {k: v for k, v in rec.options.items() if k not in ("profile", "filename")}
     outputs = [(fmt, Path(path)) for fmt, path in rec.outputs]
-    return Task(job, Path(rec.input_path), engine, outputs, progress_s=rec.progress_s)
+    return Task(
+        rec.to_job(),
+        Path(rec.input_path),
+        EngineOptions.from_dict(options),
+        outputs,
+        progress_s=rec.progress_s,
+    )
 
 
 def record_for(

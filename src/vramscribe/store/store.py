@@ -102,10 +102,14 @@ class JobRecord:
     history: tuple[Transition, ...] = ()
 
     def to_job(self) -> Job:
-        """The core's view of this job, so the store can run the core's transition on it."""
+        """The core's view of this job, so the store can run the core's transition on it.
+
+        The job's model is the memory-profile name the planner estimates with
+        (``options["profile"]``, set when a model was resolved), else the name as typed.
+        """
         return Job(
             id=self.id,
-            model=self.model,
+            model=str(self.options.get("profile") or self.model),
             audio_s=self.audio_s,
             priority=self.priority,
             submitted_at=self.submitted_at,
