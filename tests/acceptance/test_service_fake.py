@@ -81,6 +81,37 @@ def test_kill_9_mid_run_then_restart_completes_every_job_exactly_once(
     assert leftovers == []
 
 
+def test_a_graceful_stop_keeps_every_job_for_the_next_start(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    svc = fake_service(tmp_path, services)
+    ids = []
+    with svc.client() as c:
+        for n in range(6):
+            wav = write_wav(tmp_path / "in" / f"clip{n}.wav", 12.0)
+            with wav.open("rb") as fh:
+                ids.append(c.post("/v1/jobs", files={"file": (wav.name, fh)}).json()["id"])
+        deadline = time.monotonic() + 60
+        while "processing" not in [c.get(f"/v1/jobs/{j}").json()["status"] for j in ids]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    svc.proc.terminate()  # SIGTERM: uvicorn shuts the service down cleanly
+    assert svc.proc.wait(timeout=60) in (0, -15)  # uvicorn re-raises the signal at the end
+    [run] = (svc.data_dir / "runs").iterdir()
+    last = (run / "timeline.jsonl").read_text().strip().splitlines()[-1]
+    assert json.loads(last)["type"] == "run_end", "the service did not shut down cleanly"
+    svc.restart()
+    with svc.client() as c:
+        jobs = wait_all(c, ids)
+    assert [j["status"] for j in jobs.values()] == ["completed"] * 6
+    assert not any(h["to"] == "cancelled" for j in jobs.values() for h in j["history"])
+    assert any(
+        "recovered after vramscribe stopped" in h["reason"]
+        for j in jobs.values()
+        for h in j["history"]
+    )
+
+
 def test_bad_requests_get_clear_4xx_and_leave_the_service_healthy(
     tmp_path: Path, services: list[Service]
 ) -> None:

@@ -189,10 +189,25 @@ class Runner:
         self._events.put(("", -1, {"call": fn}))
 
     def run_until(self, stop: threading.Event) -> None:
-        """Serve forever: keep scheduling until ``stop`` is set, then stop everything."""
+        """Serve forever: keep scheduling until ``stop`` is set, then shut down."""
         while not stop.is_set():
             self.step()
-        self.stop("service stopping")
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """End every worker but leave jobs as they are, for the store to recover.
+
+        A service that is stopped (or restarted) must not cancel its clients'
+        work: interrupted jobs keep their state, so the next start puts them
+        back in the queue like after a crash, and pending jobs simply wait.
+        """
+        for worker in list(self.workers.values()):
+            worker.outcome_done = True
+            self._kill(worker)
+        for worker in list(self.workers.values()):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.proc.wait(timeout=10)
+        self._stop = True
 
     def busy(self) -> bool:
         return bool(self.workers or self.releasing or len(self.queue))
