@@ -28,6 +28,18 @@ def fake_service(tmp_path: Path, services: list[Service], *extra: str, **fake: A
     return svc
 
 
+def upload_clips(client: httpx.Client, folder: Path, count: int, seconds: float) -> list[str]:
+    """Upload ``count`` generated clips; returns the job ids in order."""
+    ids = []
+    for n in range(count):
+        wav = write_wav(folder / f"clip{n:02d}.wav", seconds)
+        with wav.open("rb") as fh:
+            r = client.post("/v1/jobs", files={"file": (wav.name, fh)})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
 def wait_all(client: httpx.Client, ids: list[str], timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,14 +54,8 @@ def test_kill_9_mid_run_then_restart_completes_every_job_exactly_once(
     tmp_path: Path, services: list[Service]
 ) -> None:
     svc = fake_service(tmp_path, services)
-    ids = []
     with svc.client() as c:
-        for n in range(20):
-            wav = write_wav(tmp_path / "in" / f"clip{n:02d}.wav", 8.0)
-            with wav.open("rb") as fh:
-                r = c.post("/v1/jobs", files={"file": (wav.name, fh)})
-            assert r.status_code == 201, r.text
-            ids.append(r.json()["id"])
+        ids = upload_clips(c, tmp_path / "in", 20, 8.0)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             states = [c.get(f"/v1/jobs/{j}").json()["status"] for j in ids]
@@ -85,12 +91,8 @@ def test_a_graceful_stop_keeps_every_job_for_the_next_start(
     tmp_path: Path, services: list[Service]
 ) -> None:
     svc = fake_service(tmp_path, services)
-    ids = []
     with svc.client() as c:
-        for n in range(6):
-            wav = write_wav(tmp_path / "in" / f"clip{n}.wav", 12.0)
-            with wav.open("rb") as fh:
-                ids.append(c.post("/v1/jobs", files={"file": (wav.name, fh)}).json()["id"])
+        ids = upload_clips(c, tmp_path / "in", 6, 12.0)
         deadline = time.monotonic() + 60
         while "processing" not in [c.get(f"/v1/jobs/{j}").json()["status"] for j in ids]:
             assert time.monotonic() < deadline
