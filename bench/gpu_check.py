@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from vramscribe.core.footprints import FootprintBook, builtin_estimate
-from vramscribe.core.jobs import Job, JobState, transition
-from vramscribe.core.planner import plan
+from vramscribe.core.jobs import Job, JobState, fail, transition
+from vramscribe.core.observe import DeviceInfo, PolicyShell, Tracked
+from vramscribe.core.planner import Start, plan
 from vramscribe.core.profiles import PROFILES
 from vramscribe.core.settings import Settings
-from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 from vramscribe.devices.base import Reading
 from vramscribe.devices.nvml import NvmlDevice, discover_gpus, process_gpu_memory
 from vramscribe.errors import DeviceUnavailable
@@ -352,10 +352,7 @@ def _measure_lag(
 class _Run:
     job: Job
     proc: SpawnProcess
-    reserved_mb: float
-    expected_end: float
-    loaded_at: float | None = None
-    exited_at: float | None = None
+    inst: Tracked
     info: dict[str, float] = field(default_factory=dict)
 
 
@@ -398,22 +395,9 @@ def _make_jobs(
     return jobs, run_s, book
 
 
-def _observed(run: _Run, reading: Reading, attributed: bool, settle_s: float) -> float:
-    """NVML's figure for the worker; where pids are not attributed, DESIGN.md's fallback.
-
-    The fallback counts the reservation as observed only once a reading taken
-    ``settle_s`` after the worker's report has had time to show its memory in
-    ``free``: any earlier reading may predate the allocation.
-    """
-    pid = run.proc.pid
-    if attributed:
-        return reading.processes.get(pid, 0.0) if pid is not None else 0.0
-    if run.loaded_at is not None and reading.time > run.loaded_at + settle_s:
-        return run.reserved_mb
-    return 0.0
-
-
-def _drain(messages: MpQueue[Message], runs: dict[str, _Run], tally: _Tally) -> None:
+def _drain(
+    messages: MpQueue[Message], runs: dict[str, _Run], shell: PolicyShell, tally: _Tally
+) -> None:
     while True:
         try:
             job_id, kind, at, info = messages.get_nowait()
@@ -423,7 +407,7 @@ def _drain(messages: MpQueue[Message], runs: dict[str, _Run], tally: _Tally) -> 
         if run is None:
             continue
         if kind == "loaded" and isinstance(info, dict):
-            run.loaded_at = at
+            shell.loaded(run.inst, at)
             run.info.update(info)
             transition(run.job, JobState.PROCESSING, at, "worker holds its memory")
         elif kind == "done":
@@ -432,7 +416,68 @@ def _drain(messages: MpQueue[Message], runs: dict[str, _Run], tally: _Tally) -> 
             if kind == "oom":
                 tally.oom += 1
             tally.errors.append(f"{job_id}: {info}")
-            transition(run.job, JobState.FAILED, at, str(info))
+            fail(run.job, at, str(info))
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One synthetic batch on one GPU, admitted through the runtime's policy shell."""
+
+    dev: NvmlDevice
+    ordinal: int
+    ctx: SpawnContext
+    base_mb: float
+    jobs: list[Job]
+    run_s: dict[str, float]
+    book: FootprintBook
+    settings: Settings
+    shell: PolicyShell
+    messages: MpQueue[Message]
+    runs: dict[str, _Run] = field(default_factory=dict)
+    tally: _Tally = field(default_factory=_Tally)
+
+    def step(self, now: float) -> bool:
+        """One decision: note exits, read messages, observe, plan, start. False when done."""
+        # Note exits before reading messages: a worker's last message is sent before it exits.
+        for run in self.runs.values():
+            if run.inst.exited_at is None and not run.proc.is_alive():
+                self.shell.exited(run.inst, now)
+        _drain(self.messages, self.runs, self.shell, self.tally)
+        for run in self.runs.values():
+            if run.inst.exited_at is not None and not run.job.state.is_final:
+                self.tally.errors.append(f"{run.job.id}: worker exited ({run.proc.exitcode})")
+                fail(run.job, now, "worker exited")
+        reading = self.dev.read(now)
+        self.tally.peak_used_mb = max(self.tally.peak_used_mb, reading.used_mb)
+        info = [DeviceInfo(self.dev.id, "cuda")]
+        seen = self.shell.observe(now, {self.dev.id: reading}, info)
+        for inst in seen.released:
+            assert inst.exited_at is not None
+            self.tally.release_ms.append((now - inst.exited_at) * 1000)
+            del self.runs[inst.job_id]
+        pending = [job for job in self.jobs if job.state is JobState.PENDING]
+        if not pending and not self.runs:
+            return False
+        decision = plan(now, pending, seen.snapshots, seen.views, self.settings, self.book)
+        for reject in decision.rejects:
+            self.tally.rejected += 1
+            fail(next(j for j in pending if j.id == reject.job_id), now, reject.reason)
+        for admit in decision.starts:
+            self._start(next(j for j in pending if j.id == admit.job_id), admit, now)
+        self.tally.peak_instances = max(self.tally.peak_instances, len(self.runs))
+        return True
+
+    def _start(self, job: Job, admit: Start, now: float) -> None:
+        args = (job.id, self.dev.id, self.ordinal, admit.reserved_mb, self.run_s[job.id],
+                self.base_mb, self.messages)  # fmt: skip
+        proc = self.ctx.Process(target=_job_worker, args=args, daemon=True)
+        proc.start()
+        assert proc.pid is not None
+        transition(job, JobState.LOADING, now, f"admitted on {self.dev.id}")
+        inst = Tracked(job.id, self.dev.id, proc.pid, admit.reserved_mb, admit.expected_end)
+        self.shell.start(inst)
+        self.runs[job.id] = _Run(job, proc, inst)
+        self.tally.reserved_mb.append(admit.reserved_mb)
 
 
 def run_jobs(
@@ -453,78 +498,22 @@ def run_jobs(
     total_mb = dev.read(start).total_mb
     scale = total_mb / REFERENCE_TOTAL_MB
     jobs, run_s, book = _make_jobs(n_jobs, scale, random.Random(seed))
-    by_id = {job.id: job for job in jobs}
     settings = Settings(
         max_instances_per_device=n_jobs, max_instances_total=n_jobs, max_loads_per_device=max_loads
     )
-    messages: MpQueue[Message] = ctx.Queue()
-    runs: dict[str, _Run] = {}
-    tally = _Tally()
-    while time.time() < deadline:
-        now = time.time()
-        reading = dev.read(now)
-        tally.peak_used_mb = max(tally.peak_used_mb, reading.used_mb)
-        # Note exits before reading messages: a worker's last message is sent before it exits.
-        for run in runs.values():
-            if run.exited_at is None and not run.proc.is_alive():
-                run.exited_at = now
-        _drain(messages, runs, tally)
-        for job_id, run in list(runs.items()):
-            if run.exited_at is None:
-                continue
-            if not run.job.state.is_final:
-                tally.errors.append(f"{job_id}: worker exited with code {run.proc.exitcode}")
-                transition(run.job, JobState.FAILED, now, "worker exited")
-            held = attributed and run.proc.pid in reading.processes
-            if not held and (attributed or reading.time > run.exited_at):
-                tally.release_ms.append((now - run.exited_at) * 1000)
-                del runs[job_id]
-        pending = [job for job in jobs if job.state is JobState.PENDING]
-        if not pending and not runs:
-            break
-        views = [
-            InstanceView(
-                run.job.id,
-                dev.id,
-                JobState.LOADING if run.loaded_at is None else JobState.PROCESSING,
-                run.reserved_mb,
-                _observed(run, reading, attributed, settle_s),
-                run.expected_end if run.exited_at is None else now,
-            )
-            for run in runs.values()
-        ]
-        snapshot = DeviceSnapshot(dev.id, "cuda", reading.total_mb, reading.free_mb)
-        decision = plan(now, pending, [snapshot], views, settings, book)
-        for reject in decision.rejects:
-            tally.rejected += 1
-            transition(by_id[reject.job_id], JobState.FAILED, now, reject.reason)
-        for admit in decision.starts:
-            job = by_id[admit.job_id]
-            proc = ctx.Process(
-                target=_job_worker,
-                args=(
-                    job.id,
-                    dev.id,
-                    ordinal,
-                    admit.reserved_mb,
-                    run_s[job.id],
-                    base_mb,
-                    messages,
-                ),
-                daemon=True,
-            )
-            proc.start()
-            transition(job, JobState.LOADING, now, f"admitted on {dev.id}")
-            runs[job.id] = _Run(job, proc, admit.reserved_mb, admit.expected_end)
-            tally.reserved_mb.append(admit.reserved_mb)
-        tally.peak_instances = max(tally.peak_instances, len(runs))
+    shell = PolicyShell(settle_s=settle_s)
+    # The probe already knows whether NVML names our processes here.
+    shell.attributed[dev.id] = attributed
+    batch = _Batch(dev, ordinal, ctx, base_mb, jobs, run_s, book, settings, shell, ctx.Queue())
+    while time.time() < deadline and batch.step(time.time()):
         time.sleep(0.05)
-    leaked = [r.job.id for r in runs.values() if r.exited_at is not None]
-    for run in runs.values():
+    leaked = [r.job.id for r in batch.runs.values() if r.inst.exited_at is not None]
+    for run in batch.runs.values():
         if run.proc.is_alive():
             run.proc.kill()
             run.proc.join(5)
     states = [job.state for job in jobs]
+    tally = batch.tally
     return {
         "jobs": n_jobs,
         "scale": scale,

@@ -13,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from vramscribe.core.jobs import JobState
-from vramscribe.runtime.runner import Runner, Task
+from vramscribe.runtime.events import JobChanged, RunnerEvent, Tick
+from vramscribe.runtime.runner import Runner
 
 GIB = 1024.0
 
@@ -59,10 +60,10 @@ class PlainLog:
         self.progress = Progress(runner)
         self.stream = stream or sys.stderr
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if event["type"] != "job":
+    def __call__(self, event: RunnerEvent) -> None:
+        if not isinstance(event, JobChanged):
             return
-        task: Task = event["task"]
+        task = event.task
         last = task.job.history[-1].reason if task.job.history else ""
         print(
             f"[{fmt_duration(time.monotonic() - self.progress.started)}] {task.input.name}: "
@@ -89,9 +90,9 @@ class LiveView:
         self.live.update(self.render())
         self.live.__exit__(None, None, None)
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: RunnerEvent) -> None:
         now = time.monotonic()
-        if event["type"] == "tick" and now - self._last < 0.25:
+        if isinstance(event, Tick) and now - self._last < 0.25:
             return
         self._last = now
         self.live.update(self.render())

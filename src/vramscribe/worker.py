@@ -13,17 +13,27 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from vramscribe.audio import decode_check
+from vramscribe.core.retry import FailureKind
 from vramscribe.engines.base import Engine, EngineOptions
 from vramscribe.errors import BadInput, DeviceOutOfMemory
 from vramscribe.outputs import write_atomic
+from vramscribe.protocol import (
+    Done,
+    Failed,
+    Loaded,
+    Message,
+    Progress,
+    SegmentDone,
+    WorkerSpec,
+    encode,
+)
 from vramscribe.transcript import Segment
 
 
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+def emit(message: Message) -> None:
+    sys.stdout.write(encode(message) + "\n")
     sys.stdout.flush()
 
 
@@ -42,51 +52,56 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, DeviceOutOfMemory) or "out of memory" in text
 
 
-def run(spec: dict[str, Any]) -> int:
-    options = EngineOptions.from_dict(spec["engine"])
-    source = Path(spec["input"])
+def failure_kind(exc: BaseException) -> FailureKind:
+    """Out of memory, unreadable input, or a crash: what the runtime retries depends on it."""
+    if is_oom(exc):
+        return FailureKind.OOM
+    return FailureKind.BAD_INPUT if "decod" in str(exc).lower() else FailureKind.CRASH
+
+
+def run(spec: WorkerSpec) -> int:
+    options = EngineOptions.from_dict(spec.engine)
+    source = Path(spec.input)
     try:
         decode_check(source)
     except BadInput as exc:
-        emit("error", kind="bad_input", message=str(exc))
+        emit(Failed(FailureKind.BAD_INPUT, str(exc)))
         return 3
-    engine = make_engine(options, int(spec.get("attempt", 1)))
+    engine = make_engine(options, spec.attempt)
     t0 = time.monotonic()
     try:
         memory = engine.load()
     except Exception as exc:
-        emit("error", kind="oom" if is_oom(exc) else "load_error", message=str(exc))
+        emit(Failed(FailureKind.OOM if is_oom(exc) else FailureKind.LOAD_ERROR, str(exc)))
         return 4
     load_s = time.monotonic() - t0
-    emit("loaded", memory_mb=memory, load_s=load_s)
+    emit(Loaded(memory, load_s))
 
     def on_progress(done_s: float) -> None:
-        emit("progress", done_s=done_s)
+        emit(Progress(done_s))
 
     def on_segment(seg: Segment) -> None:
-        emit("segment", start=seg.start, end=seg.end, text=seg.text)
+        emit(SegmentDone(seg.start, seg.end, seg.text))
 
     t1 = time.monotonic()
     try:
         transcript = engine.transcribe(source, on_progress, on_segment)
     except BadInput as exc:
-        emit("error", kind="bad_input", message=str(exc))
+        emit(Failed(FailureKind.BAD_INPUT, str(exc)))
         return 3
     except Exception as exc:
-        kind = "oom" if is_oom(exc) else "bad_input" if "decod" in str(exc).lower() else "crash"
-        emit("error", kind=kind, message=f"{type(exc).__name__}: {exc}")
+        emit(Failed(failure_kind(exc), f"{type(exc).__name__}: {exc}"))
         return 5
-    timings = {"load_s": load_s, "transcribe_s": time.monotonic() - t1}
+    transcribe_s = time.monotonic() - t1
     data = transcript.to_dict()
-    data["timings"] = {**data.get("timings", {}), **timings}
-    write_atomic(Path(spec["result"]), json.dumps(data))
-    emit("done", result=spec["result"], **timings)
+    data["timings"] = {**data.get("timings", {}), "load_s": load_s, "transcribe_s": transcribe_s}
+    write_atomic(Path(spec.result), json.dumps(data))
+    emit(Done(spec.result, load_s, transcribe_s))
     return 0
 
 
 def main() -> int:
-    spec = json.loads(sys.stdin.read())
-    return run(spec)
+    return run(WorkerSpec.from_json(sys.stdin.read()))
 
 
 if __name__ == "__main__":

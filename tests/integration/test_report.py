@@ -1,9 +1,11 @@
-"""``vramscribe report`` on real runs (real workers, fake GPU, scripted numbers) and by hand.
+"""``vramscribe report`` on runs of the real runner, and on hand-written timelines.
 
 The batch is scripted so the right answers are known: 6 jobs of 6 s of audio,
-each loading for 0.5 s and transcribing at 6x (1 s), on a device with room for
-exactly two instances, and one job that crashes on its first attempt. Measured
-times are compared with the script, allowing for process start overhead.
+each worker starting in 0.3 s, loading for 0.5 s and transcribing at 6x (1 s),
+on a device with room for exactly two instances, and one job that crashes on
+its first attempt. It runs on a fake clock with fake workers (tests/scripted.py),
+so the report must give back exactly the scripted numbers. A run made by the
+command line with real worker processes is reported too.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import write_wav
+from tests.scripted import FakeClock, Script, drive
 from vramscribe.core.jobs import Job
+from vramscribe.core.retry import FailureKind
 from vramscribe.core.settings import Settings
+from vramscribe.devices.fake import FakeDevice
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import VramscribeError
@@ -43,11 +48,13 @@ from vramscribe.report import (
 )
 from vramscribe.report.analysis import normalise_reason, reason_segments
 from vramscribe.report.load import build_run
+from vramscribe.runtime.fake_launcher import FakeLauncher
 from vramscribe.runtime.runner import Runner, Task
 from vramscribe.runtime.timeline import Timeline
 
 JOBS = 6
 AUDIO_S = 6.0
+START_S = 0.3
 LOAD_S = 0.5
 SPEED_X = 6.0
 PROCESS_S = AUDIO_S / SPEED_X
@@ -56,8 +63,8 @@ PROCESS_S = AUDIO_S / SPEED_X
 MEMORY_MB = 1200.0
 TOTAL_MB = 2500.0
 CRASHING_JOB = "2"
-# Process start, imports and polling: generous, since machines under load are slow.
-OVERHEAD_S = 1.5
+# One step of the fake clock: every scripted time is seen within a tick.
+TICK_S = 0.05
 RUN_NAME = "20250101-120000"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,21 +82,21 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Batch:
     tmp = tmp_path_factory.mktemp("report")
     data = tmp / "data"
     run_dir = data / "runs" / RUN_NAME
-    device = SharedFakeDevice.create(tmp / "gpu.json", total_mb=TOTAL_MB)
+    device = FakeDevice("fake:0", TOTAL_MB)
     settings = Settings(safety_margin=0.0, max_loads_per_device=2, backoff_base_s=0.2)
-    runner = Runner([device], settings, run_dir=run_dir, poll_s=0.05)
+    clock, launcher = FakeClock(), FakeLauncher()
+    runner = Runner([device], settings, run_dir=run_dir, poll_s=0, clock=clock, launcher=launcher)
     timeline = Timeline(runner, run_dir / "timeline.jsonl")
     runner.listeners.append(timeline)
     for n in range(JOBS):
-        audio = write_wav(tmp / "in" / f"clip{n}.wav", AUDIO_S)
-        fake: dict[str, Any] = {"device_path": str(device.path), "memory_mb": MEMORY_MB,
-                                "speed_x": SPEED_X, "load_s": LOAD_S}  # fmt: skip
-        if str(n) == CRASHING_JOB:
-            fake |= {"fail": "crash", "fail_attempts": [1]}
-        engine = EngineOptions(engine="fake", model="small", fake=fake)
-        job = Job(str(n), "small", AUDIO_S, compute_type="float16", submitted_at=runner.clock())
+        audio = tmp / "in" / f"clip{n}.wav"
+        engine = EngineOptions(engine="fake", model="small")
+        job = Job(str(n), "small", AUDIO_S, compute_type="float16", submitted_at=clock.now)
         runner.add(Task(job, audio, engine, [("txt", tmp / "out" / f"clip{n}.txt")]))
-    tasks = runner.run()
+    script = Script(START_S, LOAD_S, SPEED_X, MEMORY_MB)
+    script.fail[(f"clip{CRASHING_JOB}.wav", 1)] = FailureKind.CRASH
+    drive(runner, launcher, clock, device, script, dt=TICK_S)
+    tasks = list(runner.tasks.values())
     timeline.close()
     assert all(t.job.state.value == "completed" for t in tasks), [t.job.error for t in tasks]
     run = load_run(run_dir)
@@ -100,9 +107,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Batch:
 def test_scripted_times_come_back(batch: Batch) -> None:
     [model] = batch.report.models
     assert model.model == "small" and model.jobs == JOBS and model.completed == JOBS
-    assert model.load_p50 is not None and LOAD_S <= model.load_p50 <= LOAD_S + OVERHEAD_S
-    assert model.speed_x is not None
-    assert SPEED_X / 2 <= model.speed_x <= SPEED_X * 1.05, model.speed_x
+    assert model.load_p50 == pytest.approx(LOAD_S)
+    assert model.speed_x == pytest.approx(SPEED_X, rel=0.1)
     assert model.peak_mb == MEMORY_MB
     assert batch.report.audio_s == JOBS * AUDIO_S
     assert batch.report.speed_x is not None and batch.report.speed_x > 0
@@ -209,10 +215,14 @@ def test_chrome_trace_has_every_job_and_the_memory_counters(batch: Batch) -> Non
             assert isinstance(e["ts"], int) and isinstance(e["dur"], int)
             assert e["ts"] >= 0 and e["dur"] >= 0
     complete = [e for e in events if e["ph"] == "X"]
+    waited = 0
     for job in batch.run.jobs.values():
         mine = {(e["cat"], e["name"]) for e in complete if e["args"]["job"] == job.id}
         assert ("loading", job.input) in mine and ("processing", job.input) in mine, mine
-        assert ("waiting", job.input) in mine
+        # The first two start the moment they are submitted; the others wait.
+        assert (("waiting", job.input) in mine) == bool(job.wait_s), (job.id, job.wait_s)
+        waited += ("waiting", job.input) in mine
+    assert waited == JOBS - 2
     counters = [e for e in events if e["ph"] == "C" and e["name"] == "memory MB"]
     assert counters
     assert set(counters[0]["args"]) == {"others", "ours", "reserved", "free"}

@@ -14,6 +14,7 @@ from vramscribe.core.settings import Settings
 from vramscribe.devices.base import Reading
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.engines.base import EngineOptions
+from vramscribe.runtime.events import MemoryReleased, RunnerEvent
 from vramscribe.runtime.runner import Runner, Task
 
 # Built-in estimate of "small" float16 on a GPU-like device: 1200 MB.
@@ -62,7 +63,7 @@ def test_lag_and_a_growing_neighbour_never_cause_an_oom(tmp_path: Path) -> None:
     tasks = add_jobs(runner, device, tmp_path, 8)
     steps = {2: 400.0, 4: 800.0}
 
-    def grow_neighbour(event: dict[str, Any]) -> None:
+    def grow_neighbour(event: RunnerEvent) -> None:
         done = sum(t.job.state is JobState.COMPLETED for t in tasks)
         if done in steps:
             device.set_foreign(steps.pop(done))
@@ -111,7 +112,7 @@ def test_cancelling_a_running_job_frees_its_memory(tmp_path: Path) -> None:
     [task] = add_jobs(runner, device, tmp_path, 1, seconds=600.0)
     cancelled = threading.Event()
 
-    def cancel_when_processing(event: dict[str, Any]) -> None:
+    def cancel_when_processing(event: RunnerEvent) -> None:
         if task.job.state is JobState.PROCESSING and not cancelled.is_set():
             cancelled.set()
             runner.cancel(task.job.id, "cancelled by test")
@@ -128,10 +129,10 @@ def test_memory_is_released_before_the_reservation_is_dropped(tmp_path: Path) ->
     tasks = add_jobs(runner, device, tmp_path, 4)
     seen: list[tuple[str, int, dict[int, float]]] = []
 
-    def on_release(event: dict[str, Any]) -> None:
-        if event["type"] == "released":
+    def on_release(event: RunnerEvent) -> None:
+        if isinstance(event, MemoryReleased):
             reading = runner.readings[device.id]
-            seen.append((event["job_id"], event["pid"], dict(reading.processes)))
+            seen.append((event.task.job.id, event.pid, dict(reading.processes)))
 
     runner.listeners.append(on_release)
     runner.run()
@@ -148,6 +149,7 @@ class FlakyReadings:
         self.inner = inner
         self.calls = 0
         self.id, self.kind, self.max_instances = inner.id, inner.kind, inner.max_instances
+        self.track = self.untrack = inner.track
 
     def read(self, now: float) -> Any:
         self.calls += 1
@@ -164,7 +166,7 @@ def test_failing_readings_and_a_broken_listener_do_not_stop_the_scheduler(
     runner = Runner([flaky], Settings(safety_margin=0.0), run_dir=tmp_path / "run", poll_s=0.05)
     tasks = add_jobs(runner, device, tmp_path, 4)
 
-    def broken(event: dict[str, Any]) -> None:
+    def broken(event: RunnerEvent) -> None:
         raise OSError("disk full")
 
     runner.listeners.insert(0, broken)
@@ -180,6 +182,7 @@ class Unattributed:
     def __init__(self, inner: SharedFakeDevice) -> None:
         self.inner = inner
         self.id, self.kind, self.max_instances = inner.id, inner.kind, inner.max_instances
+        self.track = self.untrack = inner.track
 
     def read(self, now: float) -> Reading:
         r = self.inner.read(now)
@@ -189,7 +192,8 @@ class Unattributed:
 def test_without_per_process_readings_reservations_stand_in_for_observations(
     tmp_path: Path,
 ) -> None:
-    """Neither missed (no OOM under lag) nor counted twice (more than two fit at once)."""
+    """Not missed: no OOM under lag with real workers (that they are not counted twice
+    either is shown on a fake clock in tests/unit/test_runner.py)."""
     device = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=5000, lag_s=0.5)
     runner = Runner(
         [Unattributed(device)],
@@ -198,15 +202,11 @@ def test_without_per_process_readings_reservations_stand_in_for_observations(
         poll_s=0.05,
         settle_s=1.0,
     )
-    # 7.5 s of transcribing each: the first two are still running when the next two start,
-    # however slowly worker processes start on a busy machine.
-    tasks = add_jobs(runner, device, tmp_path, 6, seconds=60.0)
+    tasks = add_jobs(runner, device, tmp_path, 6, seconds=20.0)
     runner.run()
     assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
     state = device.true_state()
     assert state.oom_events == 0
-    # Counting both the reading and the reservation would cap this device at two instances.
-    assert state.peak_used_mb >= 3 * SMALL_MB
     assert runner.attributed[device.id] is False
 
 
@@ -216,7 +216,7 @@ def test_a_worker_that_exits_before_its_last_line_is_read_is_not_a_crash(tmp_pat
     [task] = add_jobs(runner, device, tmp_path, 1, seconds=0.5, speed_x=100.0, load_s=0.0)
     runner.step()  # admits and starts the worker
     worker = runner.workers[task.job.id]
-    worker.proc.wait(timeout=60)  # it has printed everything and exited; nothing handled yet
+    worker.handle.wait(60)  # it has printed everything and exited; nothing handled yet
     runner._reap(runner.clock())
     assert task.job.state is JobState.LOADING and task.job.attempts == 1
     runner.run()

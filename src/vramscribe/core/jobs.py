@@ -121,3 +121,9 @@ def transition(job: Job, to_state: JobState, now: float, reason: str) -> Transit
     job.state = to_state
     job.history.append(record)
     return record
+
+
+def fail(job: Job, now: float, reason: str) -> Transition:
+    """End ``job`` as failed, with ``reason`` as both its error and its history entry."""
+    job.error = reason
+    return transition(job, JobState.FAILED, now, reason)

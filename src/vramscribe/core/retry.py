@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from vramscribe.core.jobs import Job, JobState, fail, transition
 from vramscribe.core.settings import Settings
 
 
@@ -50,3 +51,35 @@ def decide_retry(
     return RetryDecision(
         True, delay, floor, f"{what} (retry {attempt + 1}/{settings.max_attempts})"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FailureOutcome:
+    """What :func:`apply_failure` did: whether the job goes back to the queue, and
+    until when its device admits nothing (None: no cooldown)."""
+
+    retry: bool
+    cooldown_until: float | None
+
+
+def apply_failure(
+    job: Job,
+    kind: FailureKind,
+    detail: str,
+    granted_mb: float,
+    now: float,
+    settings: Settings,
+) -> FailureOutcome:
+    """Apply a failed attempt to ``job``: back to pending with a delay and a raised
+    estimate floor, or failed with the reason. The caller re-queues a retried job
+    and cools the device down when told to.
+    """
+    decision = decide_retry(kind, job.attempts, granted_mb, settings, detail)
+    cooldown = now + settings.oom_cooldown_s if kind is FailureKind.OOM else None
+    if not decision.retry:
+        fail(job, now, decision.reason)
+        return FailureOutcome(False, cooldown)
+    transition(job, JobState.PENDING, now, decision.reason)
+    job.not_before = now + decision.delay_s
+    job.estimate_floor_mb = max(job.estimate_floor_mb, decision.estimate_floor_mb)
+    return FailureOutcome(True, cooldown)

@@ -12,6 +12,20 @@ from vramscribe.core.jobs import JobState
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """One device reading, as NVML would give it (MB, per process id)."""
+
+    time: float
+    total_mb: float
+    free_mb: float
+    processes: dict[int, float]
+
+    @property
+    def used_mb(self) -> float:
+        return self.total_mb - self.free_mb
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceSnapshot:
     """One reading of one device.
 

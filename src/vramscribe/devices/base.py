@@ -6,22 +6,11 @@ the runtime and the planner never care which one they talk to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from vramscribe.core.snapshot import Reading
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One device reading, as NVML would give it (MB, per process id)."""
-
-    time: float
-    total_mb: float
-    free_mb: float
-    processes: dict[int, float]
-
-    @property
-    def used_mb(self) -> float:
-        return self.total_mb - self.free_mb
+__all__ = ["Device", "Reading"]
 
 
 class Device(Protocol):
@@ -42,4 +31,12 @@ class Device(Protocol):
 
     def read(self, now: float) -> Reading:
         """Current memory; ``now`` is the caller's clock (fakes apply their lag to it)."""
+        ...
+
+    def track(self, pid: int) -> None:
+        """A worker of ours started: devices that measure per process (the CPU) follow it."""
+        ...
+
+    def untrack(self, pid: int) -> None:
+        """A worker's memory is confirmed back: stop following its process."""
         ...

@@ -103,6 +103,12 @@ class FakeDevice:
     def read(self, now: float) -> Reading:
         return self.reading(now)
 
+    def track(self, pid: int) -> None:
+        """The fake records every allocation by pid."""
+
+    def untrack(self, pid: int) -> None:
+        """The fake records every allocation by pid."""
+
     def _set(self, pid: int, mb: float, now: float) -> None:
         self.used[pid] = mb
         self._record(now)

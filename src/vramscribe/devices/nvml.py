@@ -101,6 +101,12 @@ class NvmlDevice:
             per_pid[int(proc.pid)] = per_pid.get(int(proc.pid), 0.0) + used / MIB
         return Reading(now, mem.total / MIB, mem.free / MIB, per_pid)
 
+    def track(self, pid: int) -> None:
+        """NVML sees every process itself."""
+
+    def untrack(self, pid: int) -> None:
+        """NVML sees every process itself."""
+
     def __repr__(self) -> str:
         return f"NvmlDevice({self._id!r}, index={self.index}, name={self.name!r})"
 

@@ -146,6 +146,12 @@ class SharedFakeDevice:
     def max_instances(self) -> int | None:
         return None
 
+    def track(self, pid: int) -> None:
+        """The fake records every allocation by pid."""
+
+    def untrack(self, pid: int) -> None:
+        """The fake records every allocation by pid."""
+
     def allocate(self, pid: int, mb: float) -> None:
         """Give ``pid`` ``mb`` more; raises DeviceOutOfMemory if the real free memory is short."""
         if mb <= 0:

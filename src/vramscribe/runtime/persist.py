@@ -15,7 +15,8 @@ import psutil
 
 from vramscribe.core.jobs import JobState
 from vramscribe.engines.base import EngineOptions
-from vramscribe.runtime.runner import Task
+from vramscribe.runtime.events import JobChanged, RunnerEvent
+from vramscribe.runtime.task import Task
 from vramscribe.store.store import JobRecord, Store
 
 
@@ -97,10 +98,9 @@ class StorePersister:
         """``entries`` history entries of ``job_id`` are already in the store."""
         self._persisted[job_id] = entries
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        task = event.get("task")
-        if event["type"] == "job" and task is not None:
-            self.persist(task)
+    def __call__(self, event: RunnerEvent) -> None:
+        if isinstance(event, JobChanged):
+            self.persist(event.task)
 
     def persist(self, task: Task) -> None:
         job = task.job

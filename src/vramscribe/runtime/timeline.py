@@ -15,7 +15,19 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from vramscribe.runtime.runner import Runner, Task
+from vramscribe.runtime.events import (
+    AttemptFailed,
+    InstanceLoaded,
+    JobChanged,
+    MemoryReleased,
+    ProgressMade,
+    ReasonChanged,
+    RunnerEvent,
+    Tick,
+    payload,
+    task_of,
+)
+from vramscribe.runtime.runner import Runner
 
 DEVICE_EVERY_S = 1.0
 PROGRESS_EVERY_S = 2.0
@@ -45,11 +57,10 @@ class Timeline:
             }
         )
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
+    def __call__(self, event: RunnerEvent) -> None:
         now = self.clock()
-        task: Task | None = event.get("task")
-        if kind == "tick":
+        task = task_of(event)
+        if isinstance(event, Tick):
             if now - self._last_device >= DEVICE_EVERY_S:
                 self._last_device = now
                 self._devices(now)
@@ -58,7 +69,7 @@ class Timeline:
             return
         job = task.job
         base = {"t": now, "job": job.id, "model": job.model, "input": task.input.name}
-        if kind == "job":
+        if isinstance(event, JobChanged):
             if job.id not in self._seen_history:
                 self._q.put({**base, "t": job.submitted_at, "type": "submitted",
                              "audio_s": job.audio_s, "priority": job.priority})  # fmt: skip
@@ -70,14 +81,13 @@ class Timeline:
                      "attempt": job.attempts, "audio_s": job.audio_s, "priority": job.priority}
                 )  # fmt: skip
             self._seen_history[job.id] = len(job.history)
-        elif kind == "progress":
+        elif isinstance(event, ProgressMade):
             if now - self._last_progress.get(job.id, 0.0) >= PROGRESS_EVERY_S:
                 self._last_progress[job.id] = now
                 self._q.put({**base, "type": "progress", "done_s": task.progress_s,
                              "audio_s": job.audio_s})  # fmt: skip
-        elif kind in ("loaded", "released", "failure", "reason"):
-            extra = {k: v for k, v in event.items() if k not in ("task", "type", "state", "job_id")}
-            self._q.put({**base, "type": kind, **extra})
+        elif isinstance(event, InstanceLoaded | MemoryReleased | AttemptFailed | ReasonChanged):
+            self._q.put({**base, **payload(event)})
 
     def _devices(self, now: float) -> None:
         r = self.runner
@@ -95,8 +105,8 @@ class Timeline:
                     "ours_mb": split.ours_mb,
                     "others_mb": split.others_mb,
                     "reserved_mb": split.reserved_mb,
-                    "instances": len(split.workers),
-                    "loading": sum(1 for w in split.workers if w.state.value == "loading"),
+                    "instances": len(split.instances),
+                    "loading": sum(1 for i in split.instances if i.state.value == "loading"),
                     "pending": len(r.queue),
                 }
             )

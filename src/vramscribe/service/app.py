@@ -434,13 +434,13 @@ def device_report(service: SchedulerService) -> list[dict[str, Any]]:
                 "free_mb": split.free_mb,
                 "instances": [
                     {
-                        "job_id": w.task.job.id,
-                        "state": w.state.value,
-                        "pid": w.pid,
-                        "reserved_mb": w.reserved_mb,
-                        "observed_mb": w.observed_mb,
+                        "job_id": i.job_id,
+                        "state": i.state.value,
+                        "pid": i.pid,
+                        "reserved_mb": i.reserved_mb,
+                        "observed_mb": i.observed_mb,
                     }
-                    for w in split.workers
+                    for i in split.instances
                 ],
             }
         )

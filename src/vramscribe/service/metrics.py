@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
@@ -17,6 +16,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vramscribe.core.jobs import JobState
+from vramscribe.core.retry import FailureKind
+from vramscribe.runtime.events import (
+    AttemptFailed,
+    InstanceLoaded,
+    JobChanged,
+    MemoryReleased,
+    RunnerEvent,
+)
+from vramscribe.runtime.task import Task
 from vramscribe.service.scheduler import SchedulerService
 
 JOBS = "vramscribe_jobs"
@@ -79,28 +87,29 @@ class Metrics:
         self.release = Histogram(RELEASE_SECONDS, "Exit to memory confirmed free.", ["device"],
                                  buckets=RELEASE_BUCKETS, registry=r)  # fmt: skip
         self._waited: set[str] = set()
+        self._last_failure: dict[str, str] = {}
         service.runner.listeners.append(self.on_event)
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        task = event.get("task")
-        if task is None:
-            return
+    def on_event(self, event: RunnerEvent) -> None:
+        if isinstance(event, InstanceLoaded):
+            self.load.labels(event.task.job.model, event.device).observe(event.load_s)
+        elif isinstance(event, MemoryReleased):
+            self.release.labels(event.device).observe(event.release_s)
+        elif isinstance(event, AttemptFailed):
+            # The failed attempt's own kind: retried or final is the job's state next.
+            self._last_failure[event.task.job.id] = event.kind.value
+            if event.kind is FailureKind.OOM:
+                self.ooms.labels(event.device).inc()
+        elif isinstance(event, JobChanged):
+            self._job_changed(event.task)
+
+    def _job_changed(self, task: Task) -> None:
         job = task.job
-        if kind == "loaded":
-            self.load.labels(job.model, event["device"]).observe(event["load_s"])
-        elif kind == "released":
-            self.release.labels(event["device"]).observe(event["release_s"])
-        elif kind == "failure":
-            if event["failure"] == "oom":
-                self.ooms.labels(event["device"]).inc()
-        elif kind == "job":
-            state = job.state
-            if state is JobState.LOADING and job.id not in self._waited and task.wait_s is not None:
-                self._waited.add(job.id)
-                self.wait.labels(job.model).observe(task.wait_s)
-            elif state is JobState.PENDING and job.history and job.attempts:
-                failed = job.history[-1].reason.split(":", 1)[0].split(" ", 1)[0]
-                self.retries.labels(failed).inc()
-            elif state is JobState.COMPLETED and task.transcribe_s:
-                self.speed.labels(job.model).observe(job.audio_s / task.transcribe_s)
+        state = job.state
+        if state is JobState.LOADING and job.id not in self._waited and task.wait_s is not None:
+            self._waited.add(job.id)
+            self.wait.labels(job.model).observe(task.wait_s)
+        elif state is JobState.PENDING and job.id in self._last_failure:
+            self.retries.labels(self._last_failure.pop(job.id)).inc()
+        elif state is JobState.COMPLETED and task.transcribe_s:
+            self.speed.labels(job.model).observe(job.audio_s / task.transcribe_s)

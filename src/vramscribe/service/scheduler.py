@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
 
 from vramscribe.devices.select import pick_devices
 from vramscribe.paths import new_run_dir
+from vramscribe.runtime.events import JobChanged, ProgressMade, RunnerEvent, Tick, payload, task_of
 from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
 from vramscribe.runtime.runner import Runner, Task
 from vramscribe.runtime.timeline import Timeline
@@ -107,20 +107,19 @@ class SchedulerService:
         return self.runner.tasks.get(job_id)
 
     # -- runner thread -------------------------------------------------------------
-    def _on_runner_event(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        task: Task | None = event.get("task")
+    def _on_runner_event(self, event: RunnerEvent) -> None:
+        task = task_of(event)
         now = time.time()
-        if kind == "job" and task is not None:
-            self._persist(task)
-        elif kind == "progress" and task is not None:
-            last = self._progress_written.get(task.job.id, 0.0)
+        if isinstance(event, JobChanged):
+            self._persist(event.task)
+        elif isinstance(event, ProgressMade):
+            last = self._progress_written.get(event.task.job.id, 0.0)
             if now - last >= PROGRESS_WRITE_S:
-                self._progress_written[task.job.id] = now
-                self.store.update(task.job.id, progress_s=task.progress_s)
-        elif kind == "tick":
+                self._progress_written[event.task.job.id] = now
+                self.store.update(event.task.job.id, progress_s=event.task.progress_s)
+        elif isinstance(event, Tick):
             return
-        public: Event = {k: v for k, v in event.items() if k != "task"}
+        public: Event = payload(event)
         if task is not None:
             public.update(
                 job_id=task.job.id,

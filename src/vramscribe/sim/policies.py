@@ -8,10 +8,8 @@ literally, so the benchmark shows what each rule of the planner buys.
 from __future__ import annotations
 
 from vramscribe.core.footprints import FootprintBook, builtin_estimate
-from vramscribe.core.jobs import JobState
-from vramscribe.core.neighbours import NeighbourTracker
+from vramscribe.core.observe import DeviceInfo, PolicyShell, Tracked
 from vramscribe.core.planner import plan
-from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 from vramscribe.sim.simulator import Admission, Policy, SimInstance, Simulation
 
 
@@ -91,54 +89,23 @@ class Seed(_NoFeedback):
 
 
 class Vramscribe:
-    """The real planner, fed lagging readings, with learned footprints and neighbour peaks."""
+    """The real planner behind the runtime's own policy shell, fed lagging readings."""
 
     name = "vramscribe"
 
     def __init__(self) -> None:
         self.book = FootprintBook()
-        self.neighbours = NeighbourTracker()
-        # Exited instances keep their reservation until a reading no longer shows them.
-        self.releasing: dict[str, dict[int, tuple[str, float]]] = {}
+        self.shell = PolicyShell()
+        self.tracked: dict[int, Tracked] = {}
 
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
-        snaps: list[DeviceSnapshot] = []
-        views: list[InstanceView] = []
-        for gpu in sim.gpus:
-            reading = gpu.device.reading(now)
-            ours = sum(reading.processes.values())
-            peak = self.neighbours.observe(gpu.id, now, reading.used_mb - ours)
-            snaps.append(
-                DeviceSnapshot(
-                    gpu.id,
-                    "cuda",
-                    reading.total_mb,
-                    reading.free_mb,
-                    foreign_peak_mb=peak,
-                    cooldown_until=gpu.cooldown_until,
-                )
-            )
-            gone = self.releasing.setdefault(gpu.id, {})
-            for pid in [p for p in gone if p not in reading.processes]:
-                del gone[pid]
-            for pid, (job_id, reserved) in gone.items():
-                views.append(
-                    InstanceView(
-                        job_id, gpu.id, JobState.PROCESSING, reserved, reading.processes[pid], now
-                    )
-                )
-            for inst in gpu.instances:
-                views.append(
-                    InstanceView(
-                        inst.job.id,
-                        gpu.id,
-                        JobState.PROCESSING if inst.phase == "processing" else JobState.LOADING,
-                        inst.reserved_mb,
-                        reading.processes.get(inst.pid, 0.0),
-                        inst.expected_end,
-                    )
-                )
-        decisions = plan(now, sim.queue, snaps, views, sim.settings, self.book)
+        self._follow(now, sim)
+        readings = {g.id: g.device.reading(now) for g in sim.gpus}
+        devices = [DeviceInfo(g.id, "cuda") for g in sim.gpus]
+        seen = self.shell.observe(now, readings, devices)
+        for inst in seen.released:
+            del self.tracked[inst.pid]
+        decisions = plan(now, sim.queue, seen.snapshots, seen.views, sim.settings, self.book)
         for reject in decisions.rejects:
             sim.reject(reject.job_id, reject.reason)
         return [
@@ -146,9 +113,25 @@ class Vramscribe:
             for s in decisions.starts
         ]
 
+    def _follow(self, now: float, sim: Simulation) -> None:
+        """Tell the shell about instances the simulator started, loaded or cooled down for."""
+        for gpu in sim.gpus:
+            self.shell.cool(gpu.id, gpu.cooldown_until)
+            for inst in gpu.instances:
+                tracked = self.tracked.get(inst.pid)
+                if tracked is None:
+                    tracked = Tracked(
+                        inst.job.id, gpu.id, inst.pid, inst.reserved_mb, inst.expected_end
+                    )
+                    self.tracked[inst.pid] = tracked
+                    self.shell.start(tracked)
+                if inst.phase == "processing" and tracked.loaded_at is None:
+                    self.shell.loaded(tracked, inst.processing_since)
+
     def on_finished(self, inst: SimInstance, now: float, ok: bool) -> None:
-        gone = self.releasing.setdefault(inst.gpu.id, {})
-        gone[inst.pid] = (inst.job.id, inst.reserved_mb)
+        tracked = self.tracked.get(inst.pid)
+        if tracked is not None:
+            self.shell.exited(tracked, now)
         if not ok:
             return
         key = inst.job.footprint_key("cuda")

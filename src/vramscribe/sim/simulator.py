@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vramscribe.core.footprints import builtin_estimate
-from vramscribe.core.jobs import DEFAULT_PRIORITY, Job, JobState, transition
+from vramscribe.core.jobs import DEFAULT_PRIORITY, Job, JobState, fail, transition
 from vramscribe.core.profiles import PROFILES, contention, growth, profile_for
 from vramscribe.core.queue import PendingQueue
-from vramscribe.core.retry import FailureKind, decide_retry
+from vramscribe.core.retry import FailureKind, apply_failure
 from vramscribe.core.settings import Settings
 from vramscribe.devices.fake import FakeDevice
 from vramscribe.errors import DeviceOutOfMemory
@@ -190,8 +190,7 @@ class Simulation:
         """The policy says this job can never run: it fails now, with the reason."""
         job = self.jobs[job_id]
         self._dequeue(job)
-        job.error = reason
-        transition(job, JobState.FAILED, self.now, reason)
+        fail(job, self.now, reason)
         self._rejected += 1
 
     def instances(self) -> list[SimInstance]:
@@ -289,23 +288,18 @@ class Simulation:
         inst.gpu.instances.remove(inst)
         if kind is FailureKind.OOM:
             self.oom_events += 1
-            inst.gpu.cooldown_until = now + self.settings.oom_cooldown_s
         job = inst.job
-        decision = decide_retry(
-            kind, job.attempts, max(inst.reserved_mb, inst.allocated_mb), self.settings, detail
-        )
+        granted = max(inst.reserved_mb, inst.allocated_mb)
+        outcome = apply_failure(job, kind, detail, granted, now, self.settings)
+        if outcome.cooldown_until is not None:
+            inst.gpu.cooldown_until = outcome.cooldown_until
         self.policy.on_finished(inst, now, False)
-        if decision.retry:
-            self.retries += 1
-            transition(job, JobState.PENDING, now, decision.reason)
-            job.not_before = now + decision.delay_s
-            heapq.heappush(self._wakeups, job.not_before)
-            job.estimate_floor_mb = max(job.estimate_floor_mb, decision.estimate_floor_mb)
-            self._enqueue(job)
-            return 0
-        job.error = decision.reason
-        transition(job, JobState.FAILED, now, decision.reason)
-        return 1
+        if not outcome.retry:
+            return 1
+        self.retries += 1
+        heapq.heappush(self._wakeups, job.not_before)
+        self._enqueue(job)
+        return 0
 
     def _admit(self, now: float) -> None:
         for adm in self.policy.admit(now, self):

@@ -1,0 +1,248 @@
+"""The policy shell: from device readings and our instances to the planner's input.
+
+The planner decides from snapshots; something has to turn raw readings and
+the instances we started into those snapshots, and decide when an exited
+instance's memory is really back. That glue is where admission goes wrong
+in practice (a neighbour's peak that remembers our own loads, a reservation
+dropped while the driver still holds the memory, a platform that names none
+of our processes), so it is written once, here, and the runtime, the
+simulator and the GPU check all drive it. It is pure: time and readings are
+arguments, and it touches no device and no process.
+
+Attribution. Where readings name our processes, an instance's observed memory
+is what the reading gives its pid, and its memory is back once the pid is gone
+from a reading. Some platforms (containers where NVML reports host pids) never
+name them: once a loaded instance has stayed unnamed for ``settle_s`` the
+device is marked unattributed, and from then on an instance's reservation
+counts as observed once it has been loaded for ``settle_s``, and an exited
+instance is released ``settle_s`` after its exit. ``settle_s`` must exceed the
+reading lag: a reading taken just after ``loaded`` can predate the allocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from vramscribe.core.jobs import JobState
+from vramscribe.core.neighbours import NeighbourTracker
+from vramscribe.core.snapshot import DeviceSnapshot, InstanceView, Reading
+
+
+@dataclass(slots=True, eq=False)
+class Tracked:
+    """One of our model instances, followed from its start until its memory is back.
+
+    ``reserved_mb`` is what the planner granted; ``observed_mb`` what the last
+    reading attributes to it; ``peak_mb`` the most it was seen to hold.
+    """
+
+    job_id: str
+    device_id: str
+    pid: int
+    reserved_mb: float
+    expected_end: float
+    priority: int = 0
+    state: JobState = JobState.LOADING
+    loaded_at: float | None = None
+    exited_at: float | None = None
+    last_kill_at: float | None = None
+    observed_mb: float = 0.0
+    peak_mb: float = 0.0
+
+    @property
+    def outstanding_mb(self) -> float:
+        return max(0.0, self.reserved_mb - self.observed_mb)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the shell needs to know of a device besides its readings."""
+
+    id: str
+    kind: str
+    max_instances: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySplit:
+    """A device's memory as every view shows it: others, ours, reserved, free.
+
+    "Ours" counts only our instances (NVML lists every process on a GPU);
+    "reserved" is what starting instances were granted but do not hold yet.
+    """
+
+    total_mb: float
+    measured_free_mb: float
+    others_mb: float
+    ours_mb: float
+    reserved_mb: float
+    free_mb: float
+    instances: list[Tracked]
+
+
+@dataclass(slots=True)
+class Observation:
+    """One look at the world: the planner's input and what to do about exited instances.
+
+    ``released``: exited instances whose memory is confirmed back (the shell
+    has forgotten them). ``rekill``: exited instances whose memory still lingers
+    ``release_timeout_s`` after their exit or last kill; end their processes
+    again (the seed's release retry).
+    """
+
+    snapshots: list[DeviceSnapshot] = field(default_factory=list)
+    views: list[InstanceView] = field(default_factory=list)
+    released: list[Tracked] = field(default_factory=list)
+    rekill: list[Tracked] = field(default_factory=list)
+    unattributed: list[str] = field(default_factory=list)
+    """Devices this look found to name none of our processes (worth a warning)."""
+
+
+class PolicyShell:
+    """Follows our instances and the devices' readings; owns cooldowns and neighbour peaks."""
+
+    def __init__(
+        self,
+        *,
+        settle_s: float = 2.0,
+        release_timeout_s: float = 10.0,
+        neighbour_window_s: float = 900.0,
+    ) -> None:
+        self.settle_s = settle_s
+        self.release_timeout_s = release_timeout_s
+        self.neighbours = NeighbourTracker(neighbour_window_s)
+        # Per device: True once a reading named one of our instances, False once a loaded
+        # instance stayed unnamed past settle_s, None while unknown.
+        self.attributed: dict[str, bool | None] = {}
+        self.cooldown: dict[str, float] = {}
+        self.instances: list[Tracked] = []
+
+    # -- what happened to an instance ------------------------------------------------
+    def start(self, inst: Tracked) -> None:
+        self.instances.append(inst)
+
+    def loaded(self, inst: Tracked, now: float) -> None:
+        inst.loaded_at = now
+        inst.state = JobState.PROCESSING
+
+    def exited(self, inst: Tracked, now: float) -> None:
+        """Its process is gone; its reservation stays until the memory is seen back."""
+        if inst.exited_at is None:
+            inst.exited_at = now
+
+    def cool(self, device_id: str, until: float) -> None:
+        """Admit nothing on ``device_id`` before ``until`` (after an out-of-memory failure)."""
+        self.cooldown[device_id] = max(self.cooldown.get(device_id, 0.0), until)
+
+    # -- one look ----------------------------------------------------------------------
+    def observe(
+        self,
+        now: float,
+        readings: Mapping[str, Reading],
+        devices: Iterable[DeviceInfo],
+        unreadable: Iterable[str] = (),
+    ) -> Observation:
+        """Confirm releases, update what each instance holds, and build the planner's input.
+
+        A device in ``unreadable`` keeps its last reading for releases and views
+        but gets no snapshot, so nothing is admitted on it.
+        """
+        out = Observation()
+        self._confirm_releases(now, readings, out)
+        for inst in self.instances:
+            reading = readings.get(inst.device_id)
+            if reading is None:
+                continue
+            inst.observed_mb = self._observed(inst, reading, now, out)
+            inst.peak_mb = max(inst.peak_mb, inst.observed_mb)
+            end = max(now, inst.expected_end) if inst.exited_at is None else now
+            out.views.append(
+                InstanceView(
+                    inst.job_id,
+                    inst.device_id,
+                    inst.state,
+                    inst.reserved_mb,
+                    inst.observed_mb,
+                    end,
+                    inst.priority,
+                )
+            )
+        skip = set(unreadable)
+        for dev in devices:
+            reading = readings.get(dev.id)
+            if reading is None or dev.id in skip:
+                continue
+            out.snapshots.append(self._snapshot(dev, reading, now))
+        return out
+
+    def split(self, device_id: str, reading: Reading) -> MemorySplit:
+        mine = [i for i in self.instances if i.device_id == device_id]
+        ours = sum(i.observed_mb for i in mine)
+        reserved = sum(i.outstanding_mb for i in mine)
+        return MemorySplit(
+            total_mb=reading.total_mb,
+            measured_free_mb=reading.free_mb,
+            others_mb=max(0.0, reading.used_mb - ours),
+            ours_mb=ours,
+            reserved_mb=reserved,
+            free_mb=max(0.0, reading.free_mb - reserved),
+            instances=mine,
+        )
+
+    # -- the parts -------------------------------------------------------------------
+    def _snapshot(self, dev: DeviceInfo, reading: Reading, now: float) -> DeviceSnapshot:
+        peak = None
+        if dev.kind != "cpu":
+            split = self.split(dev.id, reading)
+            # Memory a starting instance may already hold is not a neighbour's: count
+            # outstanding reservations as ours, or the peak would remember our own loads.
+            others = max(0.0, split.others_mb - split.reserved_mb)
+            peak = self.neighbours.observe(dev.id, now, others)
+        return DeviceSnapshot(
+            dev.id,
+            dev.kind,
+            reading.total_mb,
+            reading.free_mb,
+            max_instances=dev.max_instances,
+            foreign_peak_mb=peak,
+            cooldown_until=self.cooldown.get(dev.id, 0.0),
+        )
+
+    def _confirm_releases(
+        self, now: float, readings: Mapping[str, Reading], out: Observation
+    ) -> None:
+        keep: list[Tracked] = []
+        for inst in self.instances:
+            if inst.exited_at is None:
+                keep.append(inst)
+                continue
+            if self.attributed.get(inst.device_id) is False:
+                # No per-process view: wait out the reading lag instead.
+                gone = now - inst.exited_at >= self.settle_s
+            else:
+                reading = readings.get(inst.device_id)
+                gone = reading is None or inst.pid not in reading.processes
+            if gone:
+                out.released.append(inst)
+                continue
+            keep.append(inst)
+            since = now - (inst.last_kill_at or inst.exited_at)
+            if since > self.release_timeout_s:
+                inst.last_kill_at = now
+                out.rekill.append(inst)
+        self.instances = keep
+
+    def _observed(self, inst: Tracked, reading: Reading, now: float, out: Observation) -> float:
+        """Memory the reading attributes to ``inst``, or its reservation where it cannot."""
+        observed = reading.processes.get(inst.pid, 0.0)
+        if observed > 0:
+            self.attributed[inst.device_id] = True
+            return observed
+        settled = inst.loaded_at is not None and now - inst.loaded_at >= self.settle_s
+        if not settled:
+            return observed
+        if self.attributed.get(inst.device_id) is None and inst.exited_at is None:
+            self.attributed[inst.device_id] = False
+            out.unattributed.append(inst.device_id)
+        return inst.reserved_mb if self.attributed.get(inst.device_id) is False else observed

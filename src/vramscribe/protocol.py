@@ -1,0 +1,109 @@
+"""The worker protocol: what the runtime sends a worker and what the worker says back.
+
+A worker reads one :class:`WorkerSpec` as JSON on stdin and writes one JSON
+object per line on stdout. Both sides use these classes, so a message is
+typed from the moment it is read; failure kinds travel as values, never as
+text to be parsed back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vramscribe.core.retry import FailureKind
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """One job for one worker: the input, where to put the result, and the engine."""
+
+    input: str
+    result: str
+    attempt: int
+    engine: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        data = json.loads(text)
+        return cls(str(data["input"]), str(data["result"]), int(data["attempt"]), data["engine"])
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The model is in memory; ``memory_mb`` is what this process holds for it."""
+
+    memory_mb: float
+    load_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDone:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The transcript is written to ``result``."""
+
+    result: str
+    load_s: float = 0.0
+    transcribe_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    kind: FailureKind
+    message: str
+
+
+Message = Loaded | Progress | SegmentDone | Done | Failed
+
+_NAMES: dict[type[Any], str] = {
+    Loaded: "loaded",
+    Progress: "progress",
+    SegmentDone: "segment",
+    Done: "done",
+    Failed: "error",
+}
+_TYPES = {name: cls for cls, name in _NAMES.items()}
+
+
+def encode(message: Message) -> str:
+    """One line of the protocol (without the newline)."""
+    return json.dumps({"event": _NAMES[type(message)], **asdict(message)})
+
+
+def decode(line: str) -> Message | None:
+    """The message on ``line``, or None for anything that is not one (stray output)."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    cls = _TYPES.get(str(data.pop("event", "")))
+    if cls is None:
+        return None
+    if cls is Failed:
+        try:
+            kind = FailureKind(str(data.get("kind")))
+        except ValueError:
+            kind = FailureKind.CRASH
+        return Failed(kind, str(data.get("message", "")))
+    try:
+        message: Message = cls(**data)
+    except TypeError:
+        return None
+    return message

@@ -1,0 +1,105 @@
+"""How the runner starts workers: a seam between its decisions and real processes.
+
+The runner hands a launcher a :class:`WorkerSpec` and a ``deliver`` callback;
+the launcher starts the worker and calls ``deliver(pid, message)`` for each
+protocol message, then ``deliver(pid, None)`` when the worker's output ends.
+:class:`ProcessLauncher` runs ``python -m vramscribe.worker`` in a fresh
+interpreter (never a fork: CUDA does not survive one). The fake in
+:mod:`vramscribe.runtime.fake_launcher` speaks the same protocol on a test's
+command, so the runner's decisions can be tested on a fake clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Protocol
+
+from vramscribe.protocol import Message, WorkerSpec, decode
+
+Deliver = Callable[[int, Message | None], None]
+
+
+class WorkerHandle(Protocol):
+    """A started worker, as the runner controls it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None:
+        """The exit code, or None while it runs."""
+        ...
+
+    def kill(self) -> None:
+        """End the worker and everything it started (its process group)."""
+        ...
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds; the exit code, or None if it still runs."""
+        ...
+
+
+class Launcher(Protocol):
+    def launch(self, spec: WorkerSpec, log_path: Path, deliver: Deliver) -> WorkerHandle:
+        """Start a worker for ``spec``; its stderr goes to ``log_path``."""
+        ...
+
+
+class ProcessHandle:
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class ProcessLauncher:
+    """Each worker a fresh ``python -m vramscribe.worker`` in its own process group."""
+
+    def launch(self, spec: WorkerSpec, log_path: Path, deliver: Deliver) -> ProcessHandle:
+        log = open(log_path, "w")  # noqa: SIM115
+        # NVML numbers GPUs by bus; CUDA fastest-first unless told otherwise.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vramscribe.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(spec.to_json())
+        proc.stdin.close()
+        threading.Thread(target=_pump, args=(proc.pid, proc.stdout, deliver), daemon=True).start()
+        return ProcessHandle(proc)
+
+
+def _pump(pid: int, stream: IO[str], deliver: Deliver) -> None:
+    for line in stream:
+        message = decode(line)
+        if message is not None:
+            deliver(pid, message)
+    deliver(pid, None)

@@ -1,0 +1,230 @@
+"""The runner's decisions on a fake clock, with fake workers (no processes, milliseconds).
+
+Each test scripts what workers say and when, through the same protocol real
+workers speak, and checks what the runner decided: admissions, release
+confirmation, retries, cancellation and hang detection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.scripted import FakeClock, Script, drive
+from vramscribe.core.jobs import Job, JobState
+from vramscribe.core.retry import FailureKind
+from vramscribe.core.settings import Settings
+from vramscribe.devices.fake import FakeDevice
+from vramscribe.engines.base import EngineOptions
+from vramscribe.protocol import Loaded
+from vramscribe.runtime.events import MemoryReleased, RunnerEvent
+from vramscribe.runtime.fake_launcher import FakeLauncher
+from vramscribe.runtime.runner import OUTPUT_GRACE_S, Runner, Task
+
+# Built-in estimate of "small" float16 on a GPU-like device: 1200 MB.
+SMALL_MB = 1200.0
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, total_mb: float, lag_s: float = 0.0, **kw: object) -> None:
+        self.tmp = tmp_path
+        self.clock = FakeClock()
+        self.launcher = FakeLauncher()
+        self.device = FakeDevice("fake:0", total_mb, lag_s)
+        settings = kw.pop("settings", Settings(safety_margin=0.0, backoff_base_s=1.0))
+        assert isinstance(settings, Settings)
+        self.runner = Runner(
+            [kw.pop("device", self.device)],  # type: ignore[list-item]
+            settings,
+            run_dir=tmp_path / "run",
+            poll_s=0,
+            clock=self.clock,
+            launcher=self.launcher,
+            **kw,  # type: ignore[arg-type]
+        )
+        self.events: list[RunnerEvent] = []
+        self.runner.listeners.append(self.events.append)
+
+    def add(self, count: int, audio_s: float = 6.0, priority: int = 50) -> list[Task]:
+        tasks = []
+        for n in range(len(self.runner.tasks), len(self.runner.tasks) + count):
+            job = Job(f"{n}", "small", audio_s, priority, self.clock.now, "float16")
+            engine = EngineOptions(engine="fake", model="small")
+            out = [("txt", self.tmp / "out" / f"clip{n}.txt")]
+            task = Task(job, self.tmp / "in" / f"clip{n}.wav", engine, out)
+            self.runner.add(task)
+            tasks.append(task)
+        return tasks
+
+    def step(self, dt: float = 0.05) -> None:
+        self.runner.step()
+        self.clock.now += dt
+
+    def drive(self, script: Script | None = None, **kw: object) -> None:
+        drive(self.runner, self.launcher, self.clock, self.device, script or Script(), **kw)  # type: ignore[arg-type]
+
+
+def test_one_call_admits_what_fits_and_tells_the_rest_why(tmp_path: Path) -> None:
+    settings = Settings(safety_margin=0.0, max_loads_per_device=3)
+    rig = Rig(tmp_path, total_mb=2500, settings=settings)
+    tasks = rig.add(3)
+    rig.step()
+    assert [t.job.state for t in tasks] == [JobState.LOADING, JobState.LOADING, JobState.PENDING]
+    assert len(rig.launcher.workers) == 2
+    assert tasks[2].pending_reason == "waiting: fake:0 has 0.1 GiB free after reservations"
+    rig.drive()
+    assert [t.job.state for t in tasks] == [JobState.COMPLETED] * 3
+    assert rig.device.oom_events == 0
+    assert all((tmp_path / "out" / f"clip{n}.txt").read_text() for n in range(3))
+    # The third started only once a first instance had finished and its memory was back.
+    first_done = min(t.job.history[-1].time for t in tasks[:2])
+    assert tasks[2].job.history[0].to_state is JobState.LOADING
+    assert tasks[2].job.history[0].time >= first_done
+
+
+def test_a_reservation_stays_until_a_reading_no_longer_shows_the_memory(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=1500, lag_s=1.0)
+    first, second = rig.add(2)
+    rig.drive(until=lambda: first.job.state is JobState.COMPLETED)
+    exited_at = rig.clock.now
+    # The worker is gone and its memory freed, but readings lag 1 s behind.
+    while rig.clock.now < exited_at + 0.9:
+        rig.step()
+        assert second.job.state is JobState.PENDING
+        assert rig.runner.releasing, "the reservation was dropped before the memory read free"
+    rig.drive()
+    assert second.job.state is JobState.COMPLETED
+    [released, _] = [e for e in rig.events if isinstance(e, MemoryReleased)]
+    assert released.release_s == pytest.approx(1.0, abs=0.11)
+
+
+def test_memory_that_lingers_after_exit_gets_the_process_killed_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=4000, release_timeout_s=2.0)
+    [task] = rig.add(1)
+    rig.step()
+    [worker] = rig.launcher.workers
+    rig.device.allocate(worker.pid, SMALL_MB, rig.clock.now)
+    worker.load(SMALL_MB)
+    rig.step()
+    worker.finish("done", 6.0)  # the device still shows its memory: a driver that lags
+    for _ in range(int(5.0 / 0.05)):
+        rig.step()
+    assert task.job.state is JobState.COMPLETED
+    assert worker.kills == 2, "killed again after 2 s and again after 4 s"
+    assert rig.runner.releasing
+    rig.device.release(worker.pid, rig.clock.now)
+    rig.step()
+    assert not rig.runner.releasing and not rig.runner.busy()
+
+
+def test_a_crash_is_retried_after_its_backoff_and_a_persistent_one_fails(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=8000)
+    flaky, broken = rig.add(2)
+    script = Script()
+    script.fail[("clip0.wav", 1)] = FailureKind.CRASH
+    for attempt in (1, 2, 3):
+        script.fail[("clip1.wav", attempt)] = FailureKind.CRASH
+    rig.drive(script)
+    assert flaky.job.state is JobState.COMPLETED and flaky.job.attempts == 2
+    [retry] = [h for h in flaky.job.history if h.to_state is JobState.PENDING]
+    assert retry.reason == "crash: scripted crash (retry 2/3)"
+    second_start = [h for h in flaky.job.history if h.to_state is JobState.LOADING][1]
+    assert second_start.time >= retry.time + 1.0  # backoff_base_s
+    assert broken.job.state is JobState.FAILED and broken.job.attempts == 3
+    assert broken.job.error == "crash: scripted crash (gave up after 3 attempts)"
+
+
+def test_an_oom_cools_the_device_down_and_raises_the_estimate(tmp_path: Path) -> None:
+    settings = Settings(safety_margin=0.0, backoff_base_s=0.1, oom_cooldown_s=5.0)
+    rig = Rig(tmp_path, total_mb=8000, settings=settings)
+    [first] = rig.add(1)
+    script = Script()
+    script.fail[("clip0.wav", 1)] = FailureKind.OOM
+    rig.drive(script, until=lambda: first.job.attempts == 1 and first.job.state is JobState.PENDING)
+    failed_at = rig.clock.now
+    [other] = rig.add(1)
+    while rig.clock.now < failed_at + 4.9:
+        rig.step()
+        assert other.job.state is JobState.PENDING
+    assert "cooling down" in other.pending_reason
+    rig.drive(script)
+    assert first.job.state is other.job.state is JobState.COMPLETED
+    assert first.job.estimate_floor_mb == pytest.approx(SMALL_MB * 1.25, rel=0.01)
+
+
+def test_cancelling_pending_and_running_jobs(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=1500)
+    running, waiting = rig.add(2)
+    rig.drive(until=lambda: running.job.state is JobState.PROCESSING)
+    rig.runner.cancel(waiting.job.id, "not needed")
+    rig.runner.cancel(running.job.id, "stop it")
+    assert waiting.job.state is running.job.state is JobState.CANCELLED
+    [worker] = rig.launcher.workers
+    assert worker.kills == 1
+    rig.drive()
+    assert not rig.runner.busy() and rig.device.used_mb == 0
+    assert not (tmp_path / "out" / "clip0.txt").exists()
+    assert len(rig.launcher.workers) == 1
+
+
+def test_a_silent_worker_is_killed_as_hung_and_retried(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=8000, hang_timeout_s=10.0)
+    [task] = rig.add(1)
+    script = Script()
+    script.hang.add(("clip0.wav", 1))
+    rig.drive(script)
+    assert task.job.state is JobState.COMPLETED and task.job.attempts == 2
+    [retry] = [h for h in task.job.history if h.to_state is JobState.PENDING]
+    assert retry.reason.startswith("hang: no progress for 10 s; worker killed")
+    hung = rig.launcher.workers[0]
+    assert hung.kills >= 1
+    loaded_at = next(h.time for h in task.job.history if h.to_state is JobState.PROCESSING)
+    assert retry.time == pytest.approx(loaded_at + 10.0, abs=0.11)
+
+
+def test_an_exit_seen_before_the_last_line_is_not_a_crash(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=8000)
+    [task] = rig.add(1)
+    rig.step()
+    [worker] = rig.launcher.workers
+    worker.send(Loaded(SMALL_MB, 0.1))
+    rig.step()
+    worker.returncode = 0  # exited; its "done" line is still on its way
+    for _ in range(int(OUTPUT_GRACE_S / 0.05) - 2):
+        rig.step()
+    assert task.job.state is JobState.PROCESSING
+    worker.finish("late", 6.0)
+    rig.step()
+    assert task.job.state is JobState.COMPLETED and task.job.attempts == 1
+
+
+class Unattributed(FakeDevice):
+    """A fake GPU seen from a container: readings name none of our processes."""
+
+    def read(self, now: float) -> object:  # type: ignore[override]
+        r = super().read(now)
+        return type(r)(r.time, r.total_mb, r.free_mb, {})
+
+
+def test_without_per_process_readings_reservations_are_not_counted_twice(
+    tmp_path: Path,
+) -> None:
+    device = Unattributed("fake:0", 5000.0, 0.5)
+    rig = Rig(tmp_path, total_mb=5000, device=device, settle_s=1.0)
+    rig.device = device
+    tasks = rig.add(6, audio_s=60.0)
+    peak = 0
+
+    def watch(event: RunnerEvent) -> None:
+        nonlocal peak
+        peak = max(peak, len(rig.runner.workers))
+
+    rig.runner.listeners.append(watch)
+    rig.drive()
+    assert all(t.job.state is JobState.COMPLETED for t in tasks)
+    assert device.oom_events == 0
+    assert rig.runner.attributed["fake:0"] is False
+    # 5000 MB holds four 1200 MB instances; counting both the reading and the
+    # reservation would allow two.
+    assert peak == 4
