@@ -12,15 +12,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vramscribe.core.jobs import FootprintKey
 from vramscribe.core.profiles import (
     BATCH8_EXTRA_MB,
     CUDA_CONTEXT_MB,
+    batch_gain,
     growth,
     profile_for,
 )
 from vramscribe.errors import UnknownModel
 
-FootprintKey = tuple[str, str, int, str]
+__all__ = ["FootprintBook", "FootprintKey", "LearnedPeak", "builtin_estimate"]
 
 # A process on the CPU pays the interpreter and libraries, not a CUDA context.
 CPU_PROCESS_MB = 200.0
@@ -83,7 +85,13 @@ class FootprintBook:
         if cached is not None:
             return cached
         learned = self.learned.get(key)
-        value = learned.loaded_mb if learned is not None else builtin_estimate(key)
+        if learned is not None:
+            value = learned.loaded_mb
+        elif key[2] > 1 and (solo := self.learned.get(_solo(key))) is not None:
+            # Learned at batch 1 only: what was measured, plus the batch slots' built-in cost.
+            value = solo.loaded_mb + builtin_estimate(key) - builtin_estimate(_solo(key))
+        else:
+            value = builtin_estimate(key)
         self._base_cache[key] = value
         return value
 
@@ -101,7 +109,7 @@ class FootprintBook:
             known.samples += 1
             if candidate.loaded_mb > known.loaded_mb:
                 known.peak_mb, known.audio_s = peak_mb, audio_s
-        self._base_cache.pop(key, None)
+        self._base_cache.clear()
 
     def observe_speed(self, key: FootprintKey, speed_x: float) -> None:
         """Record solo-equivalent speed (x real time); a moving average."""
@@ -109,7 +117,22 @@ class FootprintBook:
         self.speeds[key] = speed_x if old is None else 0.8 * old + 0.2 * speed_x
 
     def speed(self, key: FootprintKey) -> float:
-        """Expected speed in x real time, for expected end times."""
+        """Expected speed of one file in x real time, for expected end times."""
+        learned = self.speeds.get(key)
+        if learned is not None:
+            return learned
+        return self._solo_speed(_solo(key)) * self.batch_gain(key)
+
+    def batch_gain(self, key: FootprintKey) -> float:
+        """How much faster a file runs at ``key``'s batch size than at 1: learned, else built in."""
+        if key[2] <= 1:
+            return 1.0
+        batched, solo = self.speeds.get(key), self.speeds.get(_solo(key))
+        if batched is not None and solo:
+            return batched / solo
+        return batch_gain(key[2], key[3])
+
+    def _solo_speed(self, key: FootprintKey) -> float:
         learned = self.speeds.get(key)
         if learned is not None:
             return learned
@@ -148,3 +171,7 @@ class FootprintBook:
             m, c, b, d = row["key"]
             book.speeds[(m, c, int(b), d)] = float(row["speed_x"])
         return book
+
+
+def _solo(key: FootprintKey) -> FootprintKey:
+    return (key[0], key[1], 1, key[3])

@@ -50,6 +50,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CANCELLED: frozenset(),
 }
 
+FootprintKey = tuple[str, str, int, str]
+"""(model, compute type, batch size, device kind): what memory and speed are learned by."""
+
 PRIORITY_MIN = 0
 PRIORITY_MAX = 100
 PRIORITY_NAMES: dict[str, int] = {"low": 25, "normal": 50, "high": 75, "urgent": 100}
@@ -90,7 +93,11 @@ class Job:
     ``audio_s`` is the audio length when known (0 if not yet probed); the
     planner uses it for growth-aware memory estimates and expected end times.
     ``not_before`` delays a retried job (backoff); ``estimate_floor_mb`` is the
-    lower bound an out-of-memory failure put on its estimate.
+    lower bound an out-of-memory failure put on its estimate. ``batch_size`` 0
+    means "auto": the planner picks it from memory when the job starts.
+    ``engine_key`` names everything a loaded instance would have to reload for
+    (model files, compute type, engine settings): a warm instance takes the next
+    job only if the keys match.
     """
 
     id: str
@@ -106,9 +113,15 @@ class Job:
     estimate_floor_mb: float = 0.0
     error: str | None = None
     history: list[Transition] = field(default_factory=list)
+    engine_key: str = ""
 
-    def footprint_key(self, device_kind: str) -> tuple[str, str, int, str]:
-        return (self.model, self.compute_type, self.batch_size, device_kind)
+    def footprint_key(self, device_kind: str, batch_size: int | None = None) -> FootprintKey:
+        batch = batch_size if batch_size is not None else max(1, self.batch_size)
+        return (self.model, self.compute_type, batch, device_kind)
+
+    @property
+    def reuse_key(self) -> str:
+        return self.engine_key or f"{self.model}/{self.compute_type}"
 
 
 def transition(job: Job, to_state: JobState, now: float, reason: str) -> Transition:

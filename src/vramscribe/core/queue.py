@@ -9,6 +9,7 @@ anything more: a plan call costs what it examines, not the queue's length.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Iterator
 
 from vramscribe.core.jobs import Job
@@ -40,6 +41,7 @@ class PendingQueue:
         self._keys: list[OrderKey] = []
         self._jobs: list[Job] = []
         self._key_of: dict[str, OrderKey] = {}
+        self._reuse_keys: Counter[str] = Counter()
 
     def push(self, job: Job) -> None:
         if job.id in self._key_of:
@@ -49,12 +51,21 @@ class PendingQueue:
         self._keys.insert(idx, key)
         self._jobs.insert(idx, job)
         self._key_of[job.id] = key
+        self._reuse_keys[job.reuse_key] += 1
 
     def remove(self, job_id: str) -> Job:
         key = self._key_of.pop(job_id)
         idx = bisect.bisect_left(self._keys, key)
         del self._keys[idx]
-        return self._jobs.pop(idx)
+        job = self._jobs.pop(idx)
+        self._reuse_keys[job.reuse_key] -= 1
+        if not self._reuse_keys[job.reuse_key]:
+            del self._reuse_keys[job.reuse_key]
+        return job
+
+    def keys(self) -> set[str]:
+        """The engine keys of the queued jobs: what an idle instance could still serve."""
+        return set(self._reuse_keys)
 
     def get(self, job_id: str) -> Job | None:
         key = self._key_of.get(job_id)

@@ -43,6 +43,18 @@ class Settings:
     oom_cooldown_s: float = 5.0
     """After an out-of-memory failure the device admits nothing for this long."""
 
+    reuse: bool = True
+    """A loaded instance takes the next job of the same model (False: one instance per file)."""
+
+    keep_alive_s: float = 0.0
+    """How long an idle instance waits for work before it is released (a batch: 0, at once)."""
+
+    max_jobs_per_instance: int = 200
+    """Jobs one instance serves before it is replaced (bounds leaks and engine caches)."""
+
+    batch_lookahead: int = 8
+    """Pending jobs weighed when choosing a batch size (memory a batch takes from them)."""
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.safety_margin < 1.0:
             raise ValueError(f"safety_margin must be in [0, 1), got {self.safety_margin}")
@@ -51,5 +63,9 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.max_jobs_per_instance < 1:
+            raise ValueError("max_jobs_per_instance must be at least 1")
+        if self.keep_alive_s < 0:
+            raise ValueError("keep_alive_s must not be negative")
         if self.aging_s_per_point <= 0:
             raise ValueError("aging_s_per_point must be positive")

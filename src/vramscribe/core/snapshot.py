@@ -50,7 +50,10 @@ class InstanceView:
 
     ``reserved_mb`` is the expected peak the planner granted; ``observed_mb``
     what the device attributes to the instance's process now (0 while it starts).
-    ``expected_end`` is when the runtime expects the memory back.
+    ``expected_end`` is when the runtime expects the memory back. A warm
+    instance between jobs has ``idle_since`` set and can take a job whose
+    ``reuse_key`` equals its ``key``; ``starting`` marks a process that has
+    not begun loading its model yet (the load cap counts model loads only).
     """
 
     job_id: str
@@ -60,6 +63,18 @@ class InstanceView:
     observed_mb: float
     expected_end: float
     priority: int = 0
+    instance_id: str = ""
+    key: str = ""
+    idle_since: float | None = None
+    starting: bool = False
+
+    @property
+    def iid(self) -> str:
+        return self.instance_id or self.job_id
+
+    @property
+    def is_loading(self) -> bool:
+        return self.state is JobState.LOADING and not self.starting and self.idle_since is None
 
     @property
     def outstanding_mb(self) -> float:
