@@ -17,7 +17,7 @@ from pathlib import Path
 from vramscribe.core.retry import FailureKind
 from vramscribe.devices.fake import FakeDevice
 from vramscribe.errors import DeviceOutOfMemory
-from vramscribe.protocol import Failed, Progress
+from vramscribe.protocol import Failed, Progress, Started
 from vramscribe.runtime.fake_launcher import FakeLauncher, FakeWorker
 from vramscribe.runtime.runner import Runner
 
@@ -44,8 +44,11 @@ class Script:
 
 @dataclass
 class _Played:
+    device: FakeDevice
     launched_at: float
     phase: str = "starting"
+    job_started_at: float = 0.0
+    jobs: int = 0
     reported_s: float = 0.0
 
 
@@ -68,7 +71,8 @@ def drive(
         if until is None and not runner.busy():
             return step
         for worker in launcher.workers:
-            _play(worker, played, runner, clock.now, device, script)
+            state = played.setdefault(worker.pid, _Played(device, clock.now))
+            _play(worker, state, runner, clock.now, device, script)
         runner.step()
         clock.now += dt
     raise AssertionError(f"the runner was still busy after {max_steps} steps")
@@ -76,56 +80,77 @@ def drive(
 
 def _play(
     worker: FakeWorker,
-    played: dict[int, _Played],
+    state: _Played,
     runner: Runner,
     now: float,
     device: FakeDevice,
     script: Script,
 ) -> None:
-    state = played.setdefault(worker.pid, _Played(now))
-    if worker.returncode is not None:
+    """One look at one fake worker: move it along its script as a real one would."""
+    drained = state.phase == "idle" and len(worker.specs) == state.jobs
+    if worker.returncode is not None or (drained and worker.stdin_closed):
+        if worker.returncode is None:
+            worker.exit(0)
         if state.phase != "gone":
-            device.release(worker.pid, now)
-            state.phase = "gone"
+            _gone(worker, state, now)
         return
-    name = Path(worker.spec.input).name
-    key = (name, worker.spec.attempt)
-    audio_s = runner.tasks[_job_of(runner, worker)].job.audio_s
+    if state.phase == "idle" and len(worker.specs) > state.jobs:
+        state.phase, state.job_started_at, state.reported_s = "processing", now, 0.0
     since = now - state.launched_at
     if state.phase == "starting" and since >= script.start_s:
+        worker.say(Started(script.start_s))
         try:
             device.allocate(worker.pid, script.memory_mb, now)
         except DeviceOutOfMemory as exc:
-            worker.send(Failed(FailureKind.OOM, str(exc)))
+            worker.say(Failed(FailureKind.OOM, str(exc)))
             worker.exit(1)
             state.phase = "gone"
             return
         state.phase = "loading"
     if state.phase == "loading" and since >= script.start_s + script.load_s:
         worker.load(script.memory_mb, script.load_s)
-        state.phase = "processing"
-    if state.phase != "processing" or key in script.hang:
+        state.phase, state.job_started_at = "processing", now
+    if state.phase == "processing":
+        _process(worker, state, runner, now, script)
+
+
+def _process(
+    worker: FakeWorker, state: _Played, runner: Runner, now: float, script: Script
+) -> None:
+    name = Path(worker.spec.input).name
+    key = (name, worker.spec.attempt)
+    if key in script.hang:
         return
-    done_s = min(audio_s, (since - script.start_s - script.load_s) * script.speed_x)
+    audio_s = _audio_of(runner, worker)
+    done_s = min(audio_s, (now - state.job_started_at) * script.speed_x)
     if done_s - state.reported_s >= 1.0:
-        worker.send(Progress(done_s))
+        worker.say(Progress(done_s))
         state.reported_s = done_s
     if done_s < audio_s:
         return
+    state.jobs += 1
     failure = script.fail.get(key)
-    if failure is not None:
-        worker.send(Failed(failure, f"scripted {failure.value}"))
-        worker.exit(1)
-    else:
-        worker.finish(f"transcript of {name}", audio_s, audio_s / script.speed_x)
-    device.release(worker.pid, now)
+    if failure is None:
+        worker.finish(f"transcript of {name}", audio_s, audio_s / script.speed_x, stay=True)
+        state.phase = "idle"
+        if worker.returncode is not None:  # its input was closed: it exited after the job
+            _gone(worker, state, runner.clock())
+        return
+    worker.say(Failed(failure, f"scripted {failure.value}"))
+    if failure is FailureKind.BAD_INPUT:
+        state.phase = "idle"
+        return
+    worker.exit(1)
+
+
+def _gone(worker: FakeWorker, state: _Played, now: float) -> None:
+    """The process has exited: the driver frees its memory, as it would for a real one."""
+    state.device.release(worker.pid, now)
     state.phase = "gone"
 
 
-def _job_of(runner: Runner, worker: FakeWorker) -> str:
-    for job_id, task in runner.tasks.items():
-        if task.worker_pid == worker.pid or (
-            str(task.input) == worker.spec.input and task.job.attempts == worker.spec.attempt
-        ):
-            return job_id
+def _audio_of(runner: Runner, worker: FakeWorker) -> float:
+    for task in runner.tasks.values():
+        if str(task.input) == worker.spec.input and task.job.attempts == worker.spec.attempt:
+            return task.job.audio_s
     raise KeyError(worker.spec.input)

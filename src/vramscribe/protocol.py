@@ -1,9 +1,12 @@
 """The worker protocol: what the runtime sends a worker and what the worker says back.
 
-A worker reads one :class:`WorkerSpec` as JSON on stdin and writes one JSON
-object per line on stdout. Both sides use these classes, so a message is
-typed from the moment it is read; failure kinds travel as values, never as
-text to be parsed back.
+A worker reads :class:`WorkerSpec` lines (JSON, one job each) on stdin and
+writes one JSON object per line on stdout. It serves one job at a time: it
+says ``started`` once its imports are done, ``loaded`` once the model is in
+memory (first job only), then progress, segments and ``done`` for each job,
+and waits for the next line; end of input means "exit". Both sides use these
+classes, so a message is typed from the moment it is read; failure kinds
+travel as values, never as text to be parsed back.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ class WorkerSpec:
     engine: dict[str, Any]
 
     def to_json(self) -> str:
+        """One line of the worker's input (without the newline)."""
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
         return cls(str(data["input"]), str(data["result"]), int(data["attempt"]), data["engine"])
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The interpreter and the engine's libraries are up; the model load begins now."""
+
+    start_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +79,10 @@ class Failed:
     message: str
 
 
-Message = Loaded | Progress | SegmentDone | Done | Failed
+Message = Started | Loaded | Progress | SegmentDone | Done | Failed
 
 _NAMES: dict[type[Any], str] = {
+    Started: "started",
     Loaded: "loaded",
     Progress: "progress",
     SegmentDone: "segment",

@@ -123,6 +123,8 @@ class LiveView:
         jobs = Table("file", "state", "device", "progress", box=None, pad_edge=False)
         for w in r.workers.values():
             t = w.task
+            if t is None:
+                continue
             pct = 100 * t.progress_s / t.job.audio_s if t.job.audio_s else 0.0
             jobs.add_row(t.input.name, t.job.state.value, w.device.id, f"{pct:5.1f}%")
         waiting = [r.tasks[j.id] for j in r.queue][:5]

@@ -1,10 +1,13 @@
-"""One model instance in its own process: load, transcribe one file, exit.
+"""One model instance in its own process: load once, transcribe files one at a time.
 
-Started by the runtime as ``python -m vramscribe.worker`` with a JSON job spec
-on stdin; speaks JSON lines on stdout (``loaded``, ``progress``, ``segment``,
-``done``, ``error``). Process exit is what gives the device memory back
-(in-process unloading leaves memory behind), so the worker never lives longer
-than its one job.
+Started by the runtime as ``python -m vramscribe.worker``; reads one JSON job
+spec per line on stdin and speaks JSON lines on stdout (``started``,
+``loaded``, ``progress``, ``segment``, ``done``, ``error``; see
+:mod:`vramscribe.protocol`). It keeps its model loaded between jobs (a warm
+instance) and exits when its input ends or a job fails for any reason but bad
+input. Process exit is what gives the device memory back (in-process
+unloading leaves memory behind), which is why the runtime releases an
+instance by ending its process.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from vramscribe.protocol import (
     Message,
     Progress,
     SegmentDone,
+    Started,
     WorkerSpec,
     encode,
 )
@@ -59,49 +63,95 @@ def failure_kind(exc: BaseException) -> FailureKind:
     return FailureKind.BAD_INPUT if "decod" in str(exc).lower() else FailureKind.CRASH
 
 
-def run(spec: WorkerSpec) -> int:
-    options = EngineOptions.from_dict(spec.engine)
-    source = Path(spec.input)
-    try:
-        decode_check(source)
-    except BadInput as exc:
-        emit(Failed(FailureKind.BAD_INPUT, str(exc)))
-        return 3
-    engine = make_engine(options, spec.attempt)
-    t0 = time.monotonic()
-    try:
-        memory = engine.load()
-    except Exception as exc:
-        emit(Failed(FailureKind.OOM if is_oom(exc) else FailureKind.LOAD_ERROR, str(exc)))
-        return 4
-    load_s = time.monotonic() - t0
-    emit(Loaded(memory, load_s))
+class Instance:
+    """One loaded model serving jobs one after another; ``code`` is set once it must exit."""
 
-    def on_progress(done_s: float) -> None:
-        emit(Progress(done_s))
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.code: int | None = None
 
-    def on_segment(seg: Segment) -> None:
-        emit(SegmentDone(seg.start, seg.end, seg.text))
+    def serve(self, spec: WorkerSpec) -> None:
+        """One job: decode, load on the first, transcribe, write the result.
 
-    t1 = time.monotonic()
-    try:
-        transcript = engine.transcribe(source, on_progress, on_segment)
-    except BadInput as exc:
-        emit(Failed(FailureKind.BAD_INPUT, str(exc)))
-        return 3
-    except Exception as exc:
-        emit(Failed(failure_kind(exc), f"{type(exc).__name__}: {exc}"))
-        return 5
-    transcribe_s = time.monotonic() - t1
-    data = transcript.to_dict()
-    data["timings"] = {**data.get("timings", {}), "load_s": load_s, "transcribe_s": transcribe_s}
-    write_atomic(Path(spec.result), json.dumps(data))
-    emit(Done(spec.result, load_s, transcribe_s))
-    return 0
+        After bad input the instance stays (its model is fine); after any other
+        failure it exits, so a broken instance never takes another job.
+        """
+        options = EngineOptions.from_dict(spec.engine)
+        source = Path(spec.input)
+        try:
+            decode_check(source)
+        except BadInput as exc:
+            emit(Failed(FailureKind.BAD_INPUT, str(exc)))
+            if self.engine is None:
+                self.code = 3
+            return
+        if self.engine is None and not self._load(options, spec.attempt):
+            return
+        assert self.engine is not None
+        t1 = time.monotonic()
+        try:
+            transcript = self.engine.transcribe(source, options, spec.attempt, _progress, _segment)
+        except BadInput as exc:
+            emit(Failed(FailureKind.BAD_INPUT, str(exc)))
+            return
+        except Exception as exc:
+            kind = failure_kind(exc)
+            emit(Failed(kind, f"{type(exc).__name__}: {exc}"))
+            if kind is not FailureKind.BAD_INPUT:
+                self.code = 5
+            return
+        transcribe_s = time.monotonic() - t1
+        data = transcript.to_dict()
+        data["timings"] = {**data.get("timings", {}), "transcribe_s": transcribe_s}
+        write_atomic(Path(spec.result), json.dumps(data))
+        emit(Done(spec.result, 0.0, transcribe_s))
+
+    def _load(self, options: EngineOptions, attempt: int) -> bool:
+        engine = make_engine(options, attempt)
+        t0 = time.monotonic()
+        try:
+            memory = engine.load()
+        except Exception as exc:
+            emit(Failed(FailureKind.OOM if is_oom(exc) else FailureKind.LOAD_ERROR, str(exc)))
+            self.code = 4
+            return False
+        self.engine = engine
+        emit(Loaded(memory, time.monotonic() - t0))
+        return True
+
+
+def _progress(done_s: float) -> None:
+    emit(Progress(done_s))
+
+
+def _segment(seg: Segment) -> None:
+    emit(SegmentDone(seg.start, seg.end, seg.text))
 
 
 def main() -> int:
-    return run(WorkerSpec.from_json(sys.stdin.read()))
+    """Serve the jobs on stdin until it ends (or a failure ends the instance)."""
+    started = time.monotonic()
+    first = sys.stdin.readline()
+    if not first.strip():
+        return 0
+    spec = WorkerSpec.from_json(first)
+    preload(EngineOptions.from_dict(spec.engine))
+    emit(Started(time.monotonic() - started))
+    instance = Instance()
+    while True:
+        instance.serve(spec)
+        if instance.code is not None:
+            return instance.code
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        spec = WorkerSpec.from_json(line)
+
+
+def preload(options: EngineOptions) -> None:
+    """Import the engine's libraries now, so that start-up and model load are told apart."""
+    if options.engine != "fake":
+        import faster_whisper  # noqa: F401
 
 
 if __name__ == "__main__":

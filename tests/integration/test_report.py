@@ -83,7 +83,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Batch:
     data = tmp / "data"
     run_dir = data / "runs" / RUN_NAME
     device = FakeDevice("fake:0", TOTAL_MB)
-    settings = Settings(safety_margin=0.0, max_loads_per_device=2, backoff_base_s=0.2)
+    # One instance per file, so that every job pays a start and a load the script sets.
+    settings = Settings(safety_margin=0.0, max_loads_per_device=2, backoff_base_s=0.2, reuse=False)
     clock, launcher = FakeClock(), FakeLauncher()
     runner = Runner([device], settings, run_dir=run_dir, poll_s=0, clock=clock, launcher=launcher)
     timeline = Timeline(runner, run_dir / "timeline.jsonl")

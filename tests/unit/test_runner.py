@@ -77,14 +77,19 @@ def test_one_call_admits_what_fits_and_tells_the_rest_why(tmp_path: Path) -> Non
     assert [t.job.state for t in tasks] == [JobState.COMPLETED] * 3
     assert rig.device.oom_events == 0
     assert all((tmp_path / "out" / f"clip{n}.txt").read_text() for n in range(3))
-    # The third started only once a first instance had finished and its memory was back.
+    # The third ran on the first instance that became free, with no new process or load.
     first_done = min(t.job.history[-1].time for t in tasks[:2])
-    assert tasks[2].job.history[0].to_state is JobState.LOADING
-    assert tasks[2].job.history[0].time >= first_done
+    assert len(rig.launcher.workers) == 2 and rig.runner.loads_avoided == 1
+    [warm] = tasks[2].job.history[:1]
+    assert warm.to_state is JobState.PROCESSING and warm.time >= first_done
+    assert warm.reason.startswith("on warm instance ")
+    # Nothing queued could use them any more: both were released at once (a batch).
+    assert all(w.returncode == 0 and w.stdin_closed for w in rig.launcher.workers)
 
 
 def test_a_reservation_stays_until_a_reading_no_longer_shows_the_memory(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, total_mb=1500, lag_s=1.0)
+    settings = Settings(safety_margin=0.0, reuse=False)  # one instance per file
+    rig = Rig(tmp_path, total_mb=1500, lag_s=1.0, settings=settings)
     first, second = rig.add(2)
     rig.drive(until=lambda: first.job.state is JobState.COMPLETED)
     exited_at = rig.clock.now
@@ -188,7 +193,7 @@ def test_an_exit_seen_before_the_last_line_is_not_a_crash(tmp_path: Path) -> Non
     [task] = rig.add(1)
     rig.step()
     [worker] = rig.launcher.workers
-    worker.send(Loaded(SMALL_MB, 0.1))
+    worker.say(Loaded(SMALL_MB, 0.1))
     rig.step()
     worker.returncode = 0  # exited; its "done" line is still on its way
     for _ in range(int(OUTPUT_GRACE_S / 0.05) - 2):

@@ -34,7 +34,9 @@ class Tracked:
     """One of our model instances, followed from its start until its memory is back.
 
     ``reserved_mb`` is what the planner granted; ``observed_mb`` what the last
-    reading attributes to it; ``peak_mb`` the most it was seen to hold.
+    reading attributes to it; ``peak_mb`` the most it was seen to hold during
+    its current job. ``job_id`` is the job it runs (or last ran, when idle);
+    ``key`` the engine key a warm instance can serve.
     """
 
     job_id: str
@@ -43,7 +45,10 @@ class Tracked:
     reserved_mb: float
     expected_end: float
     priority: int = 0
+    key: str = ""
     state: JobState = JobState.LOADING
+    starting: bool = True
+    idle_since: float | None = None
     loaded_at: float | None = None
     exited_at: float | None = None
     last_kill_at: float | None = None
@@ -53,6 +58,10 @@ class Tracked:
     @property
     def outstanding_mb(self) -> float:
         return max(0.0, self.reserved_mb - self.observed_mb)
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.pid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +131,30 @@ class PolicyShell:
     def start(self, inst: Tracked) -> None:
         self.instances.append(inst)
 
+    def started(self, inst: Tracked) -> None:
+        """Its process is up; the model load begins (the load cap counts it from now)."""
+        inst.starting = False
+
     def loaded(self, inst: Tracked, now: float) -> None:
+        inst.starting = False
         inst.loaded_at = now
         inst.state = JobState.PROCESSING
+
+    def idle(self, inst: Tracked, now: float) -> None:
+        """Its job is done and it stays loaded, waiting for another job of its key."""
+        inst.idle_since = now
+        inst.expected_end = now
+
+    def assign(
+        self, inst: Tracked, job_id: str, reserved_mb: float, expected_end: float, priority: int
+    ) -> None:
+        """An idle instance takes a job: its reservation grows to the job's peak."""
+        inst.job_id = job_id
+        inst.reserved_mb = reserved_mb
+        inst.expected_end = expected_end
+        inst.priority = priority
+        inst.idle_since = None
+        inst.peak_mb = inst.observed_mb
 
     def exited(self, inst: Tracked, now: float) -> None:
         """Its process is gone; its reservation stays until the memory is seen back."""
@@ -166,6 +196,10 @@ class PolicyShell:
                     inst.observed_mb,
                     end,
                     inst.priority,
+                    inst.instance_id,
+                    inst.key,
+                    inst.idle_since if inst.exited_at is None else None,
+                    inst.starting,
                 )
             )
         skip = set(unreadable)

@@ -6,6 +6,7 @@ plain dataclass with ``to_dict``/``from_dict`` and no live objects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,11 +49,33 @@ class EngineOptions:
         return cls(**data)
 
 
+# What a loaded instance was loaded with: a job that differs here needs another instance.
+# Everything else (language, beam, batch size, prompts, VAD) is chosen per transcription.
+LOAD_FIELDS = ("engine", "model_path", "device", "device_index", "compute_type", "cpu_threads")
+# The fake engine's load-time settings (its failure settings are per job).
+FAKE_LOAD_FIELDS = ("device_path", "memory_mb", "load_s", "speed_x")
+
+
+def engine_key(options: EngineOptions) -> str:
+    """The key a warm instance is matched by: the options its model was loaded with."""
+    data = {name: getattr(options, name) for name in LOAD_FIELDS}
+    data["model"] = options.model_path or options.model
+    data["fake"] = {k: options.fake[k] for k in FAKE_LOAD_FIELDS if k in options.fake}
+    return json.dumps(data, sort_keys=True)
+
+
 class Engine(Protocol):
     def load(self) -> float:
         """Load the model; returns the memory in MB this process now holds for it."""
         ...
 
     def transcribe(
-        self, path: Path, on_progress: ProgressFn, on_segment: SegmentFn
-    ) -> Transcript: ...
+        self,
+        path: Path,
+        job: EngineOptions,
+        attempt: int,
+        on_progress: ProgressFn,
+        on_segment: SegmentFn,
+    ) -> Transcript:
+        """Transcribe one file with the per-job options of ``job`` (the model stays loaded)."""
+        ...

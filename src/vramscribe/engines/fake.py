@@ -31,11 +31,12 @@ class FakeEngine:
         self.attempt = attempt
         self.device: Any = None
 
-    def _fails(self, what: str) -> bool:
-        if self.cfg.get("fail") != what:
+    def _fails(self, what: str, cfg: dict[str, Any] | None = None, attempt: int = 0) -> bool:
+        cfg = self.cfg if cfg is None else cfg
+        if cfg.get("fail") != what:
             return False
-        attempts = self.cfg.get("fail_attempts")
-        return attempts is None or self.attempt in attempts
+        attempts = cfg.get("fail_attempts")
+        return attempts is None or (attempt or self.attempt) in attempts
 
     def load(self) -> float:
         from vramscribe.devices.shared_fake import SharedFakeDevice
@@ -52,19 +53,27 @@ class FakeEngine:
             self.device.allocate(os.getpid(), memory)  # raises DeviceOutOfMemory
         return memory
 
-    def transcribe(self, path: Path, on_progress: ProgressFn, on_segment: SegmentFn) -> Transcript:
+    def transcribe(
+        self,
+        path: Path,
+        job: EngineOptions,
+        attempt: int,
+        on_progress: ProgressFn,
+        on_segment: SegmentFn,
+    ) -> Transcript:
+        cfg = dict(job.fake)
         duration = probe_duration(path)
-        speed = float(self.cfg.get("speed_x", 20.0))
+        speed = float(cfg.get("speed_x", 20.0))
         steps = max(1, int(duration // 2))
         segments: list[Segment] = []
         for k in range(steps):
             if k == steps // 2:
-                if self._fails("crash"):
+                if self._fails("crash", cfg, attempt):
                     os._exit(70)
-                if self._fails("hang"):
+                if self._fails("hang", cfg, attempt):
                     while True:
                         time.sleep(3600)
-                grow = float(self.cfg.get("grow_mb", 0.0))
+                grow = float(cfg.get("grow_mb", 0.0))
                 if grow and self.device is not None:
                     self.device.allocate(os.getpid(), grow)  # raises DeviceOutOfMemory
             start, end = duration * k / steps, duration * (k + 1) / steps
@@ -73,4 +82,4 @@ class FakeEngine:
             segments.append(seg)
             on_segment(seg)
             on_progress(end)
-        return Transcript(tuple(segments), "en", duration, self.options.model, {})
+        return Transcript(tuple(segments), "en", duration, job.model, {})

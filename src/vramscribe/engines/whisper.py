@@ -48,12 +48,18 @@ class WhisperEngine:
             )
         except Exception as exc:
             raise EngineError(f"cannot load model {o.model!r}: {exc}") from exc
-        if o.batch_size > 1:
-            self._pipeline = BatchedInferencePipeline(self._model)
+        self._pipeline = BatchedInferencePipeline(self._model)
         return process_memory_mb(o)
 
-    def transcribe(self, path: Path, on_progress: ProgressFn, on_segment: SegmentFn) -> Transcript:
-        o = self.options
+    def transcribe(
+        self,
+        path: Path,
+        job: EngineOptions,
+        attempt: int,
+        on_progress: ProgressFn,
+        on_segment: SegmentFn,
+    ) -> Transcript:
+        o = job
         kwargs: dict[str, Any] = {
             "language": o.language,
             "beam_size": o.beam_size,
@@ -62,7 +68,7 @@ class WhisperEngine:
             "initial_prompt": o.initial_prompt,
             "hotwords": o.hotwords,
         }
-        if self._pipeline is not None:
+        if o.batch_size > 1:
             segments_iter, info = self._pipeline.transcribe(
                 str(path), batch_size=o.batch_size, **kwargs
             )
@@ -82,6 +88,6 @@ class WhisperEngine:
             segments=tuple(segments),
             language=str(info.language),
             duration_s=float(info.duration),
-            model=o.model,
+            model=job.model,
             timings={},
         )

@@ -1,7 +1,7 @@
 """A fake launcher for tests: workers that say what the test tells them to.
 
-Nothing is started. Each launched :class:`FakeWorker` records its spec and
-waits for the test to script it (``send`` a protocol message, ``finish``
+Nothing is started. Each launched :class:`FakeWorker` records its specs and
+waits for the test to script it (``say`` a protocol message, ``finish``
 with a transcript, ``exit`` with a code), so a test drives the runner on a
 fake clock through exactly the protocol a real worker speaks. Memory is the
 test's business: allocate on a fake device before sending ``Loaded``.
@@ -28,6 +28,8 @@ class FakeWorker:
     returncode: int | None = None
     kills: int = 0
     closed: bool = False
+    stdin_closed: bool = False
+    specs: list[WorkerSpec] = field(default_factory=list)
 
     def poll(self) -> int | None:
         return self.returncode
@@ -40,8 +42,19 @@ class FakeWorker:
     def wait(self, timeout: float) -> int | None:
         return self.returncode
 
+    def send(self, spec: WorkerSpec) -> bool:
+        if self.stdin_closed or self.returncode is not None:
+            return False
+        self.specs.append(spec)
+        self.spec = spec
+        return True
+
+    def close(self) -> None:
+        self.stdin_closed = True
+
     # -- what a test scripts ---------------------------------------------------------
-    def send(self, message: Message) -> None:
+    def say(self, message: Message) -> None:
+        """The worker writes ``message`` on its output."""
         self.deliver(self.pid, message)
 
     def exit(self, code: int = 0, stderr: str = "") -> None:
@@ -54,12 +67,18 @@ class FakeWorker:
             self.deliver(self.pid, None)
 
     def load(self, memory_mb: float, load_s: float = 0.5) -> None:
-        self.send(Loaded(memory_mb, load_s))
+        self.say(Loaded(memory_mb, load_s))
 
     def finish(
-        self, text: str = "fake transcript", audio_s: float = 1.0, transcribe_s: float = 1.0
+        self,
+        text: str = "fake transcript",
+        audio_s: float = 1.0,
+        transcribe_s: float = 1.0,
+        stay: bool = False,
     ) -> None:
-        """Write a transcript where a real worker would, report it, and exit 0."""
+        """Write a transcript where a real worker would and report it; then exit 0,
+        or with ``stay`` wait for the next job (what a real worker does until its
+        input is closed)."""
         transcript = Transcript(
             segments=(Segment(0.0, audio_s, text),),
             language="en",
@@ -67,8 +86,9 @@ class FakeWorker:
             model=str(self.spec.engine.get("model", "fake")),
         )
         write_atomic(Path(self.spec.result), json.dumps(transcript.to_dict()))
-        self.send(Done(self.spec.result, 0.0, transcribe_s))
-        self.exit(0)
+        self.say(Done(self.spec.result, 0.0, transcribe_s))
+        if not stay or self.stdin_closed:
+            self.exit(0)
 
 
 @dataclass(slots=True)
@@ -80,7 +100,7 @@ class FakeLauncher:
 
     def launch(self, spec: WorkerSpec, log_path: Path, deliver: Deliver) -> FakeWorker:
         self.next_pid += 1
-        worker = FakeWorker(self.next_pid, spec, log_path, deliver)
+        worker = FakeWorker(self.next_pid, spec, log_path, deliver, specs=[spec])
         self.workers.append(worker)
         return worker
 

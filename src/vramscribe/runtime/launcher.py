@@ -44,6 +44,14 @@ class WorkerHandle(Protocol):
         """Wait up to ``timeout`` seconds; the exit code, or None if it still runs."""
         ...
 
+    def send(self, spec: WorkerSpec) -> bool:
+        """Give the (idle) worker its next job; False if it can no longer take one."""
+        ...
+
+    def close(self) -> None:
+        """No more jobs: the worker exits once its current one is done."""
+        ...
+
 
 class Launcher(Protocol):
     def launch(self, spec: WorkerSpec, log_path: Path, deliver: Deliver) -> WorkerHandle:
@@ -54,6 +62,7 @@ class Launcher(Protocol):
 class ProcessHandle:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
+        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int:
@@ -71,6 +80,23 @@ class ProcessHandle:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def send(self, spec: WorkerSpec) -> bool:
+        stdin = self.proc.stdin
+        with self._lock:
+            if stdin is None or stdin.closed:
+                return False
+            try:
+                stdin.write(spec.to_json() + "\n")
+                stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                return False
+        return True
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
 
 
 class ProcessLauncher:
@@ -90,11 +116,11 @@ class ProcessLauncher:
             start_new_session=True,
         )
         log.close()
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(spec.to_json())
-        proc.stdin.close()
+        assert proc.stdout is not None
+        handle = ProcessHandle(proc)
+        handle.send(spec)
         threading.Thread(target=_pump, args=(proc.pid, proc.stdout, deliver), daemon=True).start()
-        return ProcessHandle(proc)
+        return handle
 
 
 def _pump(pid: int, stream: IO[str], deliver: Deliver) -> None:

@@ -5,9 +5,14 @@ lets :class:`~vramscribe.core.observe.PolicyShell` turn readings and our
 instances into the planner's input, starts the planner's choices through a
 :class:`~vramscribe.runtime.launcher.Launcher`, and applies what workers
 report. It never blocks on a worker: messages arrive on one queue, and the
-loop wakes on that queue or every ``poll_s``. An instance's reservation is
-dropped only after its process has exited *and* the shell confirms its
-memory is back (killing it again if the memory lingers).
+loop wakes on that queue or every ``poll_s``.
+
+A worker is one model instance. After a clean job it stays loaded (idle)
+and the planner may give it the next job of its engine key; the planner also
+says when an idle instance is released. After any failure but bad input the
+instance exits. An instance's reservation is dropped only after its process
+has exited *and* the shell confirms its memory is back (killing it again if
+the memory lingers).
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import FailureKind, apply_failure
 from vramscribe.core.settings import Settings
 from vramscribe.devices.base import Device, Reading
-from vramscribe.protocol import Done, Failed, Loaded, Message, Progress, SegmentDone, WorkerSpec
+from vramscribe.engines.base import engine_key
+from vramscribe.protocol import (
+    Done,
+    Failed,
+    Loaded,
+    Message,
+    Progress,
+    SegmentDone,
+    Started,
+    WorkerSpec,
+)
 from vramscribe.runtime.events import (
     AttemptFailed,
     InstanceLoaded,
@@ -53,9 +68,10 @@ OUTPUT_GRACE_S = 5.0
 
 @dataclass(slots=True, eq=False)
 class Worker:
-    """A started worker: its task, its process, and the shell's record of its memory."""
+    """A started worker (one model instance): its current task, its process, and the
+    shell's record of its memory. ``task`` is None while it is idle or closing."""
 
-    task: Task
+    task: Task | None
     device: Device
     handle: WorkerHandle
     inst: Tracked
@@ -64,9 +80,11 @@ class Worker:
     stdout_closed: bool = False
     exit_seen_at: float | None = None
     loaded_mb: float = 0.0
-    result: Path | None = None
+    jobs_served: int = 0
+    closing: bool = False
+    last_task: Task | None = None
     error: tuple[FailureKind, str] | None = None
-    outcome_done: bool = False
+    log_path: Path = Path()
 
     @property
     def pid(self) -> int:
@@ -105,15 +123,16 @@ class Runner:
         self.launcher: Launcher = launcher or ProcessLauncher()
         self.tasks: dict[str, Task] = {}
         self.queue = PendingQueue(self.settings.aging_s_per_point)
-        self.workers: dict[str, Worker] = {}
+        self.instances: dict[int, Worker] = {}  # every live worker process, by pid
+        self.workers: dict[str, Worker] = {}  # the busy ones, by job id
+        self.idle: dict[str, Worker] = {}  # the idle ones, by instance id
         self.releasing: dict[int, Worker] = {}
         self.listeners: list[Listener] = []
         self.readings: dict[str, Reading] = {}
         self.unreadable: set[str] = set()
         self.last_plan: Plan | None = None
-        self._inbox: queue.Queue[tuple[str, int, Message | None] | Callable[[], None]] = (
-            queue.Queue()
-        )
+        self.loads_avoided = 0
+        self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
         run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -123,6 +142,8 @@ class Runner:
 
     # -- public API --------------------------------------------------------------
     def add(self, task: Task) -> None:
+        if not task.job.engine_key:
+            task.job.engine_key = engine_key(task.engine)
         self.tasks[task.job.id] = task
         if task.job.state is JobState.PENDING:
             self.queue.push(task.job)
@@ -141,9 +162,9 @@ class Runner:
         if task.job.state is JobState.PENDING:
             self.queue.remove(job_id)
         elif job_id in self.workers:
-            worker = self.workers[job_id]
+            worker = self.workers.pop(job_id)
             worker.error = None
-            worker.outcome_done = True
+            worker.last_task, worker.task = worker.task, None
             self._kill(worker)
         else:
             return
@@ -164,14 +185,14 @@ class Runner:
         work: interrupted jobs keep their state, so the next start puts them
         back in the queue like after a crash, and pending jobs simply wait.
         """
-        for worker in list(self.workers.values()):
-            worker.outcome_done = True
-            self._kill(worker)
         self._end_workers(10.0)
 
     def _end_workers(self, timeout_s: float) -> None:
+        for worker in list(self.instances.values()):
+            worker.task = None
+            self._kill(worker)
         deadline = time.monotonic() + timeout_s
-        for worker in list(self.workers.values()):
+        for worker in list(self.instances.values()):
             if worker.handle.wait(max(0.1, deadline - time.monotonic())) is None:
                 worker.handle.kill()
                 worker.handle.wait(timeout_s)
@@ -188,7 +209,7 @@ class Runner:
         self.shutdown()
 
     def busy(self) -> bool:
-        return bool(self.workers or self.releasing or len(self.queue))
+        return bool(self.instances or self.releasing or len(self.queue))
 
     def run(self) -> list[Task]:
         """Loop until every task is final and every instance's memory is back."""
@@ -226,9 +247,9 @@ class Runner:
             except queue.Empty:
                 return
 
-    def _handle(self, job_id: str, pid: int, message: Message | None) -> None:
-        worker = self.workers.get(job_id)
-        if worker is None or worker.pid != pid:
+    def _handle(self, pid: int, message: Message | None) -> None:
+        worker = self.instances.get(pid)
+        if worker is None:
             return
         if message is None:
             worker.stdout_closed = True
@@ -236,8 +257,14 @@ class Runner:
         now = self.clock()
         worker.last_event_at = now
         task = worker.task
-        if isinstance(message, Loaded):
+        if isinstance(message, Started):
+            self.shell.started(worker.inst)
+        elif isinstance(message, Loaded):
             self._loaded(worker, message, now)
+        elif isinstance(message, Failed):
+            self._worker_failed(worker, message, now)
+        elif task is None:
+            return
         elif isinstance(message, Progress):
             task.progress_s = message.done_s
             speed = self.book.speed(task.job.footprint_key(worker.device.kind))
@@ -247,16 +274,17 @@ class Runner:
         elif isinstance(message, SegmentDone):
             self._publish(SegmentTranscribed(task, message.start, message.end, message.text))
         elif isinstance(message, Done):
-            worker.result = Path(message.result)
             task.transcribe_s = message.transcribe_s
-        elif isinstance(message, Failed):
-            worker.error = (message.kind, message.message)
+            self._complete(worker, task, Path(message.result), now)
+            self._job_over(worker, now)
 
     def _loaded(self, worker: Worker, message: Loaded, now: float) -> None:
         task = worker.task
         worker.loaded_mb = message.memory_mb
-        task.load_s = message.load_s
         self.shell.loaded(worker.inst, now)
+        if task is None:
+            return
+        task.load_s = message.load_s
         self._publish(
             InstanceLoaded(
                 task, worker.device.id, message.load_s, message.memory_mb, worker.inst.reserved_mb
@@ -266,8 +294,39 @@ class Runner:
             transition(task.job, JobState.PROCESSING, now, f"model loaded in {task.load_s:.1f} s")
             self._publish(JobChanged(task))
 
+    def _worker_failed(self, worker: Worker, message: Failed, now: float) -> None:
+        """Bad input fails the job and keeps a loaded instance; anything else ends it."""
+        worker.error = (message.kind, message.message)
+        task = worker.task
+        if message.kind is FailureKind.BAD_INPUT and task is not None and worker.inst.loaded_at:
+            worker.error = None
+            self._failed(worker, task, now, message.kind, message.message)
+            self._job_over(worker, now)
+
+    def _job_over(self, worker: Worker, now: float) -> None:
+        """The instance's job is done: keep it warm, or let it go."""
+        if worker.task is not None:
+            self.workers.pop(worker.task.job.id, None)
+            worker.last_task, worker.task = worker.task, None
+        worker.jobs_served += 1
+        if (
+            not self.settings.reuse
+            or worker.jobs_served >= self.settings.max_jobs_per_instance
+            or worker.closing
+        ):
+            self._close(worker)
+            return
+        self.shell.idle(worker.inst, now)
+        self.idle[worker.inst.instance_id] = worker
+
+    def _close(self, worker: Worker) -> None:
+        """No more jobs for this instance: its input ends and it exits."""
+        worker.closing = True
+        self.idle.pop(worker.inst.instance_id, None)
+        worker.handle.close()
+
     def _reap(self, now: float) -> None:
-        for job_id, worker in list(self.workers.items()):
+        for pid, worker in list(self.instances.items()):
             code = worker.handle.poll()
             if code is None:
                 continue
@@ -277,23 +336,23 @@ class Runner:
             if not worker.stdout_closed and now - worker.exit_seen_at < OUTPUT_GRACE_S:
                 continue
             self.shell.exited(worker.inst, now)
-            del self.workers[job_id]
-            self.releasing[worker.pid] = worker
-            if worker.outcome_done:
+            del self.instances[pid]
+            self.idle.pop(worker.inst.instance_id, None)
+            self.releasing[pid] = worker
+            task = worker.task
+            if task is None:
                 continue
-            worker.outcome_done = True
-            if worker.result is not None and code == 0:
-                self._complete(worker, now)
-            else:
-                kind, message = worker.error or (
-                    FailureKind.CRASH,
-                    f"worker exited with code {code}" + self._stderr_tail(worker),
-                )
-                self._failed(worker, now, kind, message)
+            self.workers.pop(task.job.id, None)
+            worker.last_task, worker.task = task, None
+            kind, message = worker.error or (
+                FailureKind.CRASH,
+                f"worker exited with code {code}" + self._stderr_tail(worker),
+            )
+            self._failed(worker, task, now, kind, message)
 
     def _check_hangs(self, now: float) -> None:
         for worker in list(self.workers.values()):
-            if worker.outcome_done or now - worker.last_event_at < self.hang_timeout_s:
+            if now - worker.last_event_at < self.hang_timeout_s:
                 continue
             worker.error = (
                 FailureKind.HANG,
@@ -320,17 +379,28 @@ class Runner:
             self._released(self.releasing.pop(inst.pid), now)
         for inst in seen.rekill:
             self.releasing[inst.pid].handle.kill()
-        if not len(self.queue):
+        if not len(self.queue) and not self.idle:
             return
         decisions = plan(now, self.queue, seen.snapshots, seen.views, self.settings, self.book)
         self.last_plan = decisions
+        self._apply(decisions, now)
+
+    def _apply(self, decisions: Plan, now: float) -> None:
+        for release in decisions.releases:
+            worker = self.idle.get(release.instance_id)
+            if worker is not None:
+                self._close(worker)
         for reject in decisions.rejects:
             task = self.tasks[reject.job_id]
             self.queue.remove(reject.job_id)
             fail(task.job, now, reject.reason)
             self._publish(JobChanged(task))
         for start in decisions.starts:
-            self._spawn(self.tasks[start.job_id], start, now)
+            task = self.tasks[start.job_id]
+            if start.instance_id is None:
+                self._spawn(task, start, now)
+            else:
+                self._assign(task, self.idle.pop(start.instance_id), start, now)
         for job in self.queue:
             task = self.tasks[job.id]
             reason = decisions.reason_for(job.id)
@@ -340,67 +410,104 @@ class Runner:
 
     def _released(self, worker: Worker, now: float) -> None:
         exited = worker.inst.exited_at if worker.inst.exited_at is not None else now
-        self._publish(MemoryReleased(worker.task, worker.pid, worker.device.id, now - exited))
+        task = worker.last_task
+        if task is not None:
+            self._publish(MemoryReleased(task, worker.pid, worker.device.id, now - exited))
         worker.device.untrack(worker.pid)
 
     # -- workers -------------------------------------------------------------------
-    def _spawn(self, task: Task, start: Start, now: float) -> None:
+    def _spec(self, task: Task, device: Device, batch: int) -> WorkerSpec:
         job = task.job
-        device_id, reserved = start.device_id, start.reserved_mb
-        device = self.devices[device_id]
-        self.queue.remove(job.id)
         job.attempts += 1
-        if task.wait_s is None:
-            task.wait_s = now - job.submitted_at
         engine = task.engine.to_dict()
+        engine["batch_size"] = batch
         if device.kind == "cuda":
             engine["device"] = "cuda"
-            engine["device_index"] = int(device_id.split(":")[1])
+            engine["device_index"] = int(device.id.split(":")[1])
         elif device.kind == "cpu":
             engine["device"] = "cpu"
         result = self.run_dir / "results" / f"{job.id}.{job.attempts}.json"
-        spec = WorkerSpec(str(task.input), str(result), job.attempts, engine)
-        handle = self.launcher.launch(spec, self._log_path(task), self._deliver_for(job.id))
+        return WorkerSpec(str(task.input), str(result), job.attempts, engine)
+
+    def _began(self, task: Task, start: Start, now: float) -> str:
+        """Bookkeeping common to a new and a warm start; the history's words for the batch."""
+        self.queue.remove(task.job.id)
+        if task.wait_s is None:
+            task.wait_s = now - task.job.submitted_at
+        task.device_id = start.device_id
+        task.batch_size = start.batch_size
+        task.progress_s = 0.0
+        auto = task.job.batch_size == 0
+        return f", batch size {start.batch_size}{' (auto)' if auto else ''}"
+
+    def _spawn(self, task: Task, start: Start, now: float) -> None:
+        job = task.job
+        device = self.devices[start.device_id]
+        batch = self._began(task, start, now)
+        spec = self._spec(task, device, start.batch_size)
+        log_path = self.run_dir / f"worker-{job.id}.{job.attempts}.log"
+        handle = self.launcher.launch(spec, log_path, self._deliver)
+        if not self.settings.reuse:
+            handle.close()  # one file per instance: it exits after this job
         device.track(handle.pid)
-        inst = Tracked(job.id, device_id, handle.pid, reserved, start.expected_end, job.priority)
+        inst = Tracked(job.id, start.device_id, handle.pid, start.reserved_mb, start.expected_end)
+        inst.priority, inst.key = job.priority, job.reuse_key
         self.shell.start(inst)
-        self.workers[job.id] = Worker(task, device, handle, inst, now, now)
-        task.device_id = device_id
+        worker = Worker(task, device, handle, inst, now, now, closing=not self.settings.reuse)
+        worker.log_path = log_path
+        self.instances[handle.pid] = self.workers[job.id] = worker
         task.worker_pid = handle.pid
-        transition(
-            job, JobState.LOADING, now, f"starting on {device_id} (reserved {reserved:.0f} MB)"
-        )
+        reason = f"starting on {start.device_id} (reserved {start.reserved_mb:.0f} MB{batch})"
+        transition(job, JobState.LOADING, now, reason)
         self._publish(JobChanged(task))
 
-    def _deliver_for(self, job_id: str) -> Callable[[int, Message | None], None]:
-        def deliver(pid: int, message: Message | None) -> None:
-            self._inbox.put((job_id, pid, message))
+    def _assign(self, task: Task, worker: Worker, start: Start, now: float) -> None:
+        """Give an idle (warm) instance its next job: no start, no load."""
+        job = task.job
+        batch = self._began(task, start, now)
+        spec = self._spec(task, worker.device, start.batch_size)
+        self.shell.assign(worker.inst, job.id, start.reserved_mb, start.expected_end, job.priority)
+        worker.task, worker.last_event_at, worker.error = task, now, None
+        self.workers[job.id] = worker
+        task.worker_pid = worker.pid
+        reason = (
+            f"on warm instance {worker.pid} on {start.device_id} "
+            f"(reserved {start.reserved_mb:.0f} MB{batch})"
+        )
+        if not worker.handle.send(spec):
+            # It died while idle (its exit is not reaped yet): the job goes back, unharmed.
+            self.workers.pop(job.id, None)
+            worker.task = None
+            self._kill(worker)
+            job.attempts -= 1
+            self.queue.push(job)
+            return
+        self.loads_avoided += 1
+        transition(job, JobState.PROCESSING, now, reason)
+        self._publish(JobChanged(task))
 
-        return deliver
-
-    def _log_path(self, task: Task) -> Path:
-        return self.run_dir / f"worker-{task.job.id}.{task.job.attempts}.log"
+    def _deliver(self, pid: int, message: Message | None) -> None:
+        self._inbox.put((pid, message))
 
     def _kill(self, worker: Worker) -> None:
         worker.inst.last_kill_at = self.clock()
+        worker.closing = True
         worker.handle.kill()
 
     def _stderr_tail(self, worker: Worker) -> str:
         try:
-            lines = self._log_path(worker.task).read_text(errors="replace").strip().splitlines()
+            lines = worker.log_path.read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
         return f": {lines[-1]}" if lines else ""
 
     # -- outcomes ------------------------------------------------------------------
-    def _complete(self, worker: Worker, now: float) -> None:
-        task = worker.task
-        assert worker.result is not None
-        problem = write_outputs(worker.result, task.outputs)
+    def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
+        problem = write_outputs(result, task.outputs)
         if problem is not None:
-            self._failed(worker, now, FailureKind.CRASH, problem)
+            self._failed(worker, task, now, FailureKind.CRASH, problem)
             return
-        key = task.job.footprint_key(worker.device.kind)
+        key = task.job.footprint_key(worker.device.kind, task.batch_size)
         peak = max(worker.inst.peak_mb, worker.loaded_mb)
         if peak > 0:
             self.book.observe_peak(key, peak, task.job.audio_s)
@@ -410,8 +517,9 @@ class Runner:
         transition(task.job, JobState.COMPLETED, now, "transcribed")
         self._publish(JobChanged(task))
 
-    def _failed(self, worker: Worker, now: float, kind: FailureKind, message: str) -> None:
-        task = worker.task
+    def _failed(
+        self, worker: Worker, task: Task, now: float, kind: FailureKind, message: str
+    ) -> None:
         self._publish(AttemptFailed(task, kind, message, worker.device.id))
         outcome = apply_failure(
             task.job, kind, message, worker.inst.reserved_mb, now, self.settings

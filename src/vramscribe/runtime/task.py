@@ -24,3 +24,5 @@ class Task:
     transcribe_s: float | None = None
     wait_s: float | None = None
     worker_pid: int | None = None
+    batch_size: int = 1
+    """The batch size its current (or last) attempt runs at, as the planner chose it."""
