@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -21,6 +22,8 @@ from vramscribe.errors import BadInput, VramscribeError
 from vramscribe.outputs import FORMATS, missing_outputs, output_path
 from vramscribe.paths import data_dir, new_run_dir
 from vramscribe.view import LiveView, PlainLog, fmt_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def open_batch_store() -> tuple[Any, bool]:
@@ -56,6 +59,53 @@ def load_book(path: Path) -> FootprintBook:
         return FootprintBook()
 
 
+def parse_batch_size(ctx: click.Context, param: click.Parameter, value: object) -> int:
+    """``auto`` (0 inside: the planner chooses) or a batch size of 1-64."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return 0
+    if text.isdigit() and 1 <= int(text) <= 64:
+        return int(text)
+    raise click.BadParameter(f"batch size must be auto or 1-64, got {value!r}")
+
+
+def instance_options(keep_alive_s: float) -> Callable[[F], F]:
+    """Options of warm instances, shared by ``transcribe`` and ``serve``."""
+
+    def add(fn: F) -> F:
+        fn = click.option(
+            "--max-jobs-per-instance",
+            default=200,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Jobs one instance serves before it is replaced (bounds leaks and caches).",
+        )(fn)
+        fn = click.option(
+            "--keep-alive",
+            default=keep_alive_s,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Seconds an idle instance waits for work of its model before it is released.",
+        )(fn)
+        return click.option(
+            "--reuse/--no-reuse",
+            default=True,
+            show_default=True,
+            help="Keep a loaded instance for the next file of the same model "
+            "(--no-reuse: one instance per file).",
+        )(fn)
+
+    return add
+
+
+def instance_settings(opts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reuse": opts["reuse"],
+        "keep_alive_s": opts["keep_alive"],
+        "max_jobs_per_instance": opts["max_jobs_per_instance"],
+    }
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vramscribe")
 def main() -> None:
@@ -80,11 +130,13 @@ def main() -> None:
 )
 @click.option(
     "--batch-size",
-    default=1,
+    default="auto",
     show_default=True,
-    type=click.IntRange(1, 64),
-    help="Above 1, the batched pipeline: faster per file, ~1.5 GB more per instance at 8.",
+    callback=parse_batch_size,
+    help="auto, or 1-64. Above 1, the batched pipeline: faster per file, ~1.5 GB more per "
+    "instance at 8. auto picks per file from free memory (1 on the CPU until measured faster).",
 )
+@instance_options(keep_alive_s=0.0)
 @click.option("--language", default=None, help="Language code; detected when omitted.")
 @click.option("--beam-size", default=5, show_default=True, type=click.IntRange(1, 20),
               help="Beam search width.")  # fmt: skip
@@ -174,6 +226,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
     settings = Settings(
         safety_margin=opts["safety_margin"],
         max_instances_total=opts["max_instances"] or Settings().max_instances_total,
+        **instance_settings(opts),
     )
     book_path = data_dir() / "footprints.json"
     book = load_book(book_path)
@@ -372,6 +425,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--safety-margin", default=0.10, show_default=True, type=click.FloatRange(0, 0.9))
 @click.option("--cpu-threads", default=1, show_default=True, type=click.IntRange(1, 256))
 @click.option("--hang-timeout", default=600.0, show_default=True)
+@instance_options(keep_alive_s=60.0)
 @click.option("--engine", default="faster-whisper", hidden=True)
 @click.option("--fake-config", default="{}", hidden=True)
 def serve(**opts: Any) -> None:
@@ -399,6 +453,7 @@ def serve(**opts: Any) -> None:
         settings=Settings(
             safety_margin=opts["safety_margin"],
             max_instances_total=opts["max_instances"] or defaults.max_instances_total,
+            **instance_settings(opts),
         ),
         max_upload_bytes=opts["max_upload_mib"] * 1024 * 1024,
         cpu_threads=opts["cpu_threads"],

@@ -173,11 +173,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(422, f"compute_type must be one of {', '.join(COMPUTE_TYPES)}")
         try:
             beam_size = int(opts.get("beam_size") or 5)
-            batch_size = int(opts.get("batch_size") or 1)
+            raw_batch = str(opts.get("batch_size") or "auto").strip().lower()
+            batch_size = 0 if raw_batch == "auto" else int(raw_batch)
         except (TypeError, ValueError):
             raise HTTPException(422, "beam_size and batch_size must be integers") from None
-        if not 1 <= beam_size <= 20 or not 1 <= batch_size <= 64:
-            raise HTTPException(422, "beam_size must be 1-20 and batch_size 1-64")
+        if not 1 <= beam_size <= 20 or not 0 <= batch_size <= 64:
+            raise HTTPException(422, "beam_size must be 1-20 and batch_size auto or 1-64")
         if config.engine == "fake":
             if profile_for(model) is None:
                 raise HTTPException(400, f"unknown model {model!r}")
