@@ -64,18 +64,28 @@ def drive(
     max_steps: int = 100_000,
 ) -> int:
     """Step the runner until it is idle (or ``until()``); returns the steps taken."""
-    played: dict[int, _Played] = {}
     for step in range(max_steps):
         if until is not None and until():
             return step
         if until is None and not runner.busy():
             return step
         for worker in launcher.workers:
-            state = played.setdefault(worker.pid, _Played(device, clock.now))
-            _play(worker, state, runner, clock.now, device, script)
+            _play(worker, _state_of(worker, device, clock.now), runner, clock.now, device, script)
         runner.step()
         clock.now += dt
     raise AssertionError(f"the runner was still busy after {max_steps} steps")
+
+
+# How far each fake worker got, kept across drive() calls (keyed by identity; the worker is
+# kept alive with its state so an id is never reused while it is in here).
+_PLAYED: dict[int, tuple[FakeWorker, _Played]] = {}
+
+
+def _state_of(worker: FakeWorker, device: FakeDevice, now: float) -> _Played:
+    entry = _PLAYED.get(id(worker))
+    if entry is None or entry[0] is not worker:
+        entry = _PLAYED[id(worker)] = (worker, _Played(device, now))
+    return entry[1]
 
 
 def _play(

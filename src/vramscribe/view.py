@@ -127,8 +127,10 @@ class LiveView:
                 continue
             pct = 100 * t.progress_s / t.job.audio_s if t.job.audio_s else 0.0
             jobs.add_row(t.input.name, t.job.state.value, w.device.id, f"{pct:5.1f}%")
+        idle = len(r.idle)
+        warm = Text(f"warm instances idle: {idle}; loads avoided: {r.loads_avoided}", style="dim")
         waiting = [r.tasks[j.id] for j in r.queue][:5]
         lines = [Text(f"waiting {t.input.name}: {t.pending_reason}", style="dim") for t in waiting]
         done, total, _, _ = self.progress.totals()
         overall = ProgressBar(total=max(total, 1), completed=done, width=40)
-        return Group(devices, jobs, overall, Text(self.progress.line()), *lines)
+        return Group(devices, jobs, warm, overall, Text(self.progress.line()), *lines)

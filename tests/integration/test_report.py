@@ -523,3 +523,28 @@ def test_lanes_never_overlap_and_late_release_stamps_do_not_open_new_lanes(
 )  # fmt: skip
 def test_pending_reasons_are_normalised(reason: str, label: str) -> None:
     assert normalise_reason(reason) == label
+
+
+def test_warm_instances_are_counted_as_loads_avoided(tmp_path: Path) -> None:
+    """The same scripted batch with warm reuse: two loads, the other four jobs avoid one."""
+    device = FakeDevice("fake:0", TOTAL_MB)
+    settings = Settings(safety_margin=0.0, max_loads_per_device=2)
+    clock, launcher = FakeClock(), FakeLauncher()
+    run_dir = tmp_path / "runs" / "warm"
+    runner = Runner([device], settings, run_dir=run_dir, poll_s=0, clock=clock, launcher=launcher)
+    timeline = Timeline(runner, run_dir / "timeline.jsonl")
+    runner.listeners.append(timeline)
+    for n in range(JOBS):
+        job = Job(str(n), "small", AUDIO_S, compute_type="float16", submitted_at=clock.now)
+        engine = EngineOptions(engine="fake", model="small")
+        runner.add(Task(job, tmp_path / f"c{n}.wav", engine, [("txt", tmp_path / f"c{n}.txt")]))
+    drive(runner, launcher, clock, device, Script(START_S, LOAD_S, SPEED_X, MEMORY_MB), dt=TICK_S)
+    timeline.close()
+    report = analyse(load_run(run_dir))
+    assert report.completed == JOBS
+    assert (report.loads, report.warm_starts) == (2, JOBS - 2)
+    assert report.devices[0].loads == 2 and report.reloads == 0
+    assert not any("afresh" in f for f in report.findings), report.findings
+    console = Console(record=True, width=160)
+    assert report_command(str(run_dir), None, None, None, console) == 0
+    assert "2 / 4" in console.export_text()

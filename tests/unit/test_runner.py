@@ -233,3 +233,77 @@ def test_without_per_process_readings_reservations_are_not_counted_twice(
     # 5000 MB holds four 1200 MB instances; counting both the reading and the
     # reservation would allow two.
     assert peak == 4
+
+
+def test_a_warm_instance_serves_job_after_job_and_a_crash_ends_only_its_own(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, total_mb=1500)  # room for one instance
+    tasks = rig.add(4)
+    script = Script()
+    script.fail[("clip2.wav", 1)] = FailureKind.CRASH
+    rig.drive(script)
+    assert [t.job.state for t in tasks] == [JobState.COMPLETED] * 4
+    assert [t.job.attempts for t in tasks] == [1, 1, 2, 1]
+    # One instance for jobs 0 and 1; the crash on job 2 ended it; a new one finished the rest.
+    first, second = rig.launcher.workers
+    assert [Path(s.input).name for s in first.specs] == ["clip0.wav", "clip1.wav", "clip2.wav"]
+    # Job 2 waited out its retry backoff, so job 3 went first.
+    assert [Path(s.input).name for s in second.specs] == ["clip3.wav", "clip2.wav"]
+    assert rig.runner.loads_avoided == 3  # jobs 1 and 2 on the first, the retry on the second
+
+
+def test_bad_input_fails_its_job_and_the_instance_stays_warm(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, total_mb=1500)
+    tasks = rig.add(3)
+    script = Script()
+    script.fail[("clip1.wav", 1)] = FailureKind.BAD_INPUT
+    rig.drive(script)
+    assert [t.job.state for t in tasks] == [JobState.COMPLETED, JobState.FAILED, JobState.COMPLETED]
+    assert tasks[1].job.error == "bad_input: scripted bad_input (not retried)"
+    [only] = rig.launcher.workers
+    assert len(only.specs) == 3
+
+
+def test_an_instance_is_replaced_after_max_jobs_per_instance(tmp_path: Path) -> None:
+    settings = Settings(safety_margin=0.0, max_jobs_per_instance=2)
+    rig = Rig(tmp_path, total_mb=1500, settings=settings)
+    rig.add(5)
+    rig.drive()
+    assert [len(w.specs) for w in rig.launcher.workers] == [2, 2, 1]
+
+
+def test_a_service_keeps_an_idle_instance_for_the_keep_alive_then_releases_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(safety_margin=0.0, keep_alive_s=60.0)
+    rig = Rig(tmp_path, total_mb=4000, settings=settings)
+    [first] = rig.add(1)
+    rig.drive(until=lambda: first.job.state is JobState.COMPLETED)
+    done_at = rig.clock.now
+    [worker] = rig.launcher.workers
+    rig.drive(until=lambda: rig.clock.now >= done_at + 30.0)
+    assert not worker.stdin_closed and rig.runner.idle
+    [late] = rig.add(1)  # a job of the same model 30 s later: no new process, no load
+    rig.drive(until=lambda: late.job.state is JobState.COMPLETED)
+    assert len(rig.launcher.workers) == 1 and late.job.history[0].reason.startswith("on warm")
+    released_at = late.job.history[-1].time
+    rig.drive(until=lambda: worker.stdin_closed)
+    assert rig.clock.now == pytest.approx(released_at + 60.0, abs=0.11)
+    rig.drive()
+    assert rig.device.used_mb == 0 and not rig.runner.busy()
+
+
+def test_a_job_that_fits_nowhere_evicts_an_idle_instance(tmp_path: Path) -> None:
+    settings = Settings(safety_margin=0.0, keep_alive_s=600.0)
+    rig = Rig(tmp_path, total_mb=5000, settings=settings)
+    [small] = rig.add(1)
+    rig.drive(until=lambda: small.job.state is JobState.COMPLETED)
+    job = Job("big", "large-v3", 6.0, 50, rig.clock.now, "float16")
+    big = Task(job, tmp_path / "big.wav", EngineOptions(engine="fake", model="large-v3"), [])
+    rig.runner.add(big)
+    rig.step()
+    assert "waiting for idle instances on fake:0" in big.pending_reason
+    assert rig.launcher.workers[0].stdin_closed
+    rig.drive(Script(memory_mb=4600.0), until=lambda: big.job.state is JobState.COMPLETED)
+    assert rig.device.oom_events == 0

@@ -140,6 +140,8 @@ class Report:
     load_times: tuple[float, ...]
     settings: Mapping[str, Any] = field(default_factory=dict)
     findings: tuple[str, ...] = ()
+    warm_starts: int = 0
+    """Attempts that ran on an already loaded instance: loads avoided."""
 
     @property
     def time(self) -> TimeSplit:
@@ -232,6 +234,11 @@ def reason_segments(job: Job) -> list[tuple[float, float, str]]:
             k += 1
         out.append((t, iv.end, label))
     return out
+
+
+def is_warm(a: Attempt) -> bool:
+    """The attempt ran on an instance that was already loaded (no start, no load)."""
+    return a.reason.startswith("on warm instance")
 
 
 def _is_reload(a: Attempt, ends: Mapping[tuple[str, str], Sequence[float]]) -> bool:
@@ -327,7 +334,8 @@ def analyse(run: Run) -> Report:
             ends[(a.device, a.model)].append(a.end)
     for v in ends.values():
         v.sort()
-    reloaded = {id(a) for a in attempts if _is_reload(a, ends)}
+    cold = [a for a in attempts if not is_warm(a)]
+    reloaded = {id(a) for a in cold if _is_reload(a, ends)}
 
     segments = {j.id: reason_segments(j) for j in jobs}
     pending = [(iv.start, iv.end) for j in jobs for iv in j.intervals if iv.state == "pending"]
@@ -359,7 +367,7 @@ def analyse(run: Run) -> Report:
                 sweep.mean_instances,
                 sweep.max_instances,
                 sweep.split,
-                len(mine),
+                sum(1 for a in mine if not is_warm(a)),
                 sum(1 for a in mine if id(a) in reloaded),
                 oom_by_device.get(dev, 0),
                 sweep.idle_while_waiting_s,
@@ -437,8 +445,9 @@ def analyse(run: Run) -> Report:
         failures=dict(sorted(failures.items())),
         ooms=failures.get("oom", 0),
         retries=retries,
-        loads=len(attempts),
+        loads=len(cold),
         reloads=len(reloaded),
+        warm_starts=len(attempts) - len(cold),
         release_p50=percentile(releases, 50),
         release_max=max(releases) if releases else None,
         memory_wait_p50=percentile(per_job_memory_wait, 50),
@@ -519,7 +528,13 @@ def _loading_findings(report: Report, run: Run) -> list[str]:
                 f"been unloaded on the same device (within {RELOAD_WINDOW_S:.0f} s)"
             )
         out.append(text)
-    done = [a for a in run.attempts if a.outcome == "completed" and a.ready is not None]
+    done = [
+        a
+        for a in run.attempts
+        if a.outcome == "completed" and a.ready is not None and not is_warm(a)
+    ]
+    if report.warm_starts:
+        return out
     ready = percentile((a.loading_s for a in done), 50)
     work = percentile((a.processing_s for a in done), 50)
     audio = percentile((run.jobs[a.job].audio_s for a in done), 50)

@@ -138,13 +138,14 @@ def tables(report: Report) -> list[Rows]:
     out.append(
         Rows(
             "failures and releases",
-            ("failures", "OOMs", "retries", "release p50 / max"),
+            ("failures", "OOMs", "retries", "release p50 / max", "loads / avoided"),
             (
                 (
                     failures,
                     str(report.ooms),
                     str(report.retries),
                     _pair(report.release_p50, report.release_max),
+                    f"{report.loads} / {report.warm_starts}",
                 ),
             ),
         )

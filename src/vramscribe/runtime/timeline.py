@@ -107,12 +107,14 @@ class Timeline:
                     "reserved_mb": split.reserved_mb,
                     "instances": len(split.instances),
                     "loading": sum(1 for i in split.instances if i.state.value == "loading"),
+                    "idle": sum(1 for i in split.instances if i.idle_since is not None),
                     "pending": len(r.queue),
                 }
             )
 
     def close(self) -> None:
-        self._q.put({"t": self.clock(), "type": "run_end"})
+        self._q.put({"t": self.clock(), "type": "run_end",
+                     "loads_avoided": self.runner.loads_avoided})  # fmt: skip
         self._q.put(None)
         self._thread.join(timeout=10)
 

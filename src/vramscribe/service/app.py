@@ -22,6 +22,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from vramscribe.audio import probe_duration
 from vramscribe.core.jobs import Job, JobState, parse_priority
+from vramscribe.core.observe import Tracked
 from vramscribe.core.profiles import profile_for
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound, ModelNotAvailable
@@ -436,7 +437,7 @@ def device_report(service: SchedulerService) -> list[dict[str, Any]]:
                 "instances": [
                     {
                         "job_id": i.job_id,
-                        "state": i.state.value,
+                        "state": instance_state(i),
                         "pid": i.pid,
                         "reserved_mb": i.reserved_mb,
                         "observed_mb": i.observed_mb,
@@ -446,6 +447,17 @@ def device_report(service: SchedulerService) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def instance_state(inst: Tracked) -> str:
+    """What an instance is doing, in the words the dashboard shows."""
+    if inst.exited_at is not None:
+        return "releasing"
+    if inst.idle_since is not None:
+        return "idle"
+    if inst.starting:
+        return "starting"
+    return inst.state.value
 
 
 def _truthy(value: object) -> bool:

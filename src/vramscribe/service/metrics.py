@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vramscribe.core.jobs import JobState
@@ -36,6 +36,8 @@ WAIT_SECONDS = "vramscribe_wait_seconds"
 OOMS = "vramscribe_oom_events"
 RETRIES = "vramscribe_retries"
 RELEASE_SECONDS = "vramscribe_release_seconds"
+INSTANCES = "vramscribe_instances"
+LOADS_AVOIDED = "vramscribe_loads_avoided"
 
 MB = 1024 * 1024
 LOAD_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
@@ -48,7 +50,7 @@ class _Present(Collector):
     def __init__(self, service: SchedulerService) -> None:
         self.service = service
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         from vramscribe.service.app import device_report
 
         jobs = GaugeMetricFamily(JOBS, "Jobs by status and model.", labels=["status", "model"])
@@ -63,10 +65,22 @@ class _Present(Collector):
         mem = GaugeMetricFamily(
             DEVICE_MEMORY, "Device memory split.", labels=["device", "kind"], unit=""
         )
+        instances = GaugeMetricFamily(
+            INSTANCES, "Model instances by device and state.", labels=["device", "state"]
+        )
         for dev in device_report(self.service):
             for kind in ("total", "others", "ours", "reserved", "free"):
                 mem.add_metric([dev["id"], kind], dev[f"{kind}_mb"] * MB)
+            states = Counter(i["state"] for i in dev["instances"])
+            for state in ("starting", "loading", "processing", "idle", "releasing"):
+                instances.add_metric([dev["id"], state], states.get(state, 0))
         yield mem
+        yield instances
+        yield CounterMetricFamily(
+            LOADS_AVOIDED,
+            "Jobs that ran on an already loaded (warm) instance.",
+            value=self.service.runner.loads_avoided,
+        )
 
 
 class Metrics:
