@@ -19,11 +19,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The whole suite, nothing skipped: scripts/test-deps.sh installs the browser, curl and
+# PostgreSQL where they are missing (or says what to run), starts PostgreSQL and prints its URL.
+PYTEST := url="$$(scripts/test-deps.sh)" && VRAMSCRIBE_TEST_PG_URL="$$url" $(PY) -m pytest -q
+
 test: lint typecheck
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 demo: $(STAMP)
 	$(PY) -m vramscribe.demo

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = ROOT.parent / "shared" / "data" / "audio"
+# Real recorded speech kept in the repository (see its README.md for origin and licence).
+SPEECH_AUDIO = ROOT / "tests" / "data" / "audio"
 EXAMPLES = ROOT / "examples" / "audio"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from vramscribe.console import cell, error, literal, say, stderr_console
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job, JobState, parse_priority
 from vramscribe.core.settings import Settings
@@ -185,11 +186,11 @@ def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
     tree); files whose outputs exist are skipped, so rerunning resumes a batch.
     Exit code 0 only if every file succeeded.
     """
-    console = Console(stderr=True, soft_wrap=True)
+    console = stderr_console()
     try:
         code = _transcribe(paths, opts, console)
     except VramscribeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        error(str(exc), console)
         code = 2
     sys.exit(code)
 
@@ -208,9 +209,9 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
 
     found = discover(paths)
     for err in found.errors:
-        console.print(f"[red]error:[/red] {err}")
+        error(err, console)
     if not found.files:
-        console.print("[red]nothing to transcribe[/red]")
+        error("nothing to transcribe", console)
         return 2
     try:
         priority = parse_priority(opts["priority"])
@@ -295,9 +296,9 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         store.add(record_for(task, runner.clock(), opts["model"], root))
         runner.add(task)
     if resumed:
-        console.print(f"resuming {resumed} job(s) an interrupted run left unfinished")
+        say(f"resuming {resumed} job(s) an interrupted run left unfinished", console)
     if skipped:
-        console.print(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)")
+        say(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)", console)
     try:
         if console.is_terminal:
             with LiveView(runner, console) as view:
@@ -307,7 +308,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
             runner.listeners.append(PlainLog(runner))
             runner.run()
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted: stopping workers[/yellow]")
+        say("interrupted: stopping workers", console, style="yellow")
         runner.stop()
         return 130
     finally:
@@ -343,8 +344,8 @@ def print_summary(console: Console, tasks: list[Any], runner: Any, started: floa
     console.print(table)
     for t in failed:
         reason = (t.job.error or t.job.state.value).removeprefix(f"{t.input}: ")
-        console.print(f"[red]failed[/red] {t.input}: {reason}")
-    console.print(f"run folder: {runner.run_dir}")
+        error(f"{t.input}: {reason}", console, label="failed")
+    say(f"run folder: {runner.run_dir}", console)
 
 
 @main.command()
@@ -355,14 +356,18 @@ def devices(device: str) -> None:
     try:
         found = pick_devices(device, 1)
     except VramscribeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        error(str(exc), console)
         sys.exit(2)
     table = Table("device", "kind", "total", "free", "processes")
     for dev in found:
         r = dev.read(0.0)
         procs = ", ".join(f"{pid}: {mb:.0f} MB" for pid, mb in sorted(r.processes.items()))
         table.add_row(
-            dev.id, dev.kind, f"{r.total_mb / 1024:.1f} GiB", f"{r.free_mb / 1024:.1f} GiB", procs
+            cell(dev.id),
+            cell(dev.kind),
+            f"{r.total_mb / 1024:.1f} GiB",
+            f"{r.free_mb / 1024:.1f} GiB",
+            cell(procs),
         )
     console.print(table)
 
@@ -435,11 +440,12 @@ def serve(**opts: Any) -> None:
     from vramscribe.service.app import create_app
     from vramscribe.service.config import ServiceConfig
 
-    console = Console(stderr=True, soft_wrap=True)
+    console = stderr_console()
     if opts["host"] not in LOOPBACK and not opts["token"]:
-        console.print(
-            f"[red]error:[/red] refusing to listen on {opts['host']} without --token "
-            "(anyone on the network could use it)"
+        error(
+            f"refusing to listen on {opts['host']} without --token "
+            "(anyone on the network could use it)",
+            console,
         )
         sys.exit(2)
     defaults = Settings()
@@ -464,7 +470,7 @@ def serve(**opts: Any) -> None:
     try:
         app = create_app(config)
     except VramscribeError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        error(str(exc), console)
         sys.exit(2)
     uvicorn.run(app, host=opts["host"], port=opts["port"], log_level="warning")
 
@@ -484,11 +490,10 @@ token_option = click.option("--token", envvar="VRAMSCRIBE_TOKEN", help="Or $VRAM
 def _run_client(fn: Any) -> None:
     import httpx
 
-    console = Console(stderr=True, soft_wrap=True)
     try:
         code = fn()
     except (VramscribeError, httpx.HTTPError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        error(str(exc))
         code = 2
     sys.exit(code or 0)
 
@@ -527,8 +532,9 @@ def jobs(server: str, token: str | None, status: str | None, limit: int) -> None
         table.columns[0].no_wrap = True
         for j in data["jobs"]:
             table.add_row(
-                j["id"], j["status"], j["model"], str(j["priority"]),
-                f"{100 * j['progress']:.0f}%", j["input"], j["error"] or j["pending_reason"] or "",
+                cell(j["id"]), cell(j["status"]), cell(j["model"]), str(j["priority"]),
+                f"{100 * j['progress']:.0f}%", cell(j["input"]),
+                cell(j["error"] or j["pending_reason"] or ""),
             )  # fmt: skip
         Console(width=None if sys.stdout.isatty() else 200).print(table)
         click.echo(f"{len(data['jobs'])} of {data['total']} job(s)")
@@ -563,13 +569,15 @@ def wait(job_id: str, server: str, token: str | None) -> None:
         client = _client(server, token)
         state = "pending"
         with Progress(console=Console(stderr=True)) as progress:
-            bar = progress.add_task(job_id, total=1.0)
+            bar = progress.add_task(literal(job_id), total=1.0)
             for event in client.events(job_id):
                 state = event.get("state", state)
                 audio = event.get("audio_s") or (event.get("job") or {}).get("audio_s") or 0
                 done = event.get("progress_s", 0) or 0
                 progress.update(
-                    bar, completed=min(1.0, done / audio) if audio else 0, description=state
+                    bar,
+                    completed=min(1.0, done / audio) if audio else 0,
+                    description=literal(str(state)),
                 )
         final = client.job(job_id)
         click.echo(

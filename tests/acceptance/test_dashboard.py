@@ -1,7 +1,7 @@
 """The live dashboard in a real headless browser, against the service with the fake engine.
 
 Needs Debian's ``chromium`` and ``chromium-driver``; without them the test fails
-(CI installs both), it does not skip.
+(`make test` installs both), it does not skip.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ import openai
 import pytest
 
 from tests.acceptance.conftest import TOKEN, Service, start_service
-from tests.conftest import SHARED_AUDIO
+from tests.conftest import SPEECH_AUDIO
 from vramscribe.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
-JFK = json.loads((SHARED_AUDIO / "references.json").read_text())["jfk.flac"]["text"]
+JFK = json.loads((SPEECH_AUDIO / "references.json").read_text())["jfk.flac"]["text"]
 
 
 def wait_done(svc: Service, job_id: str, timeout: float = 180) -> dict[str, object]:
@@ -32,15 +32,15 @@ def wait_done(svc: Service, job_id: str, timeout: float = 180) -> dict[str, obje
 
 def test_real_clients_against_the_real_engine(tmp_path: Path, services: list[Service]) -> None:
     svc = start_service(tmp_path, "--device", "cpu", "--model", "tiny.en",
-                        "--allowed-root", str(SHARED_AUDIO))  # fmt: skip
+                        "--allowed-root", str(SPEECH_AUDIO))  # fmt: skip
     services.append(svc)
 
     # OpenAI's own client, pointed at the service, unchanged.
     client = openai.OpenAI(base_url=f"{svc.url}/v1", api_key=TOKEN)
-    with (SHARED_AUDIO / "jfk.flac").open("rb") as fh:
+    with (SPEECH_AUDIO / "jfk.flac").open("rb") as fh:
         result = client.audio.transcriptions.create(model="whisper-1", file=fh)
     assert word_error_rate(JFK, result.text) == 0.0
-    with (SHARED_AUDIO / "jfk.flac").open("rb") as fh:
+    with (SPEECH_AUDIO / "jfk.flac").open("rb") as fh:
         srt = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="srt")
     assert "00:00:00,000 -->" in str(srt)
 
@@ -49,7 +49,7 @@ def test_real_clients_against_the_real_engine(tmp_path: Path, services: list[Ser
     assert curl is not None, "curl is needed for this test"
     out = subprocess.run(
         [curl, "-sS", "-H", f"Authorization: Bearer {TOKEN}",
-         "-F", f"file=@{SHARED_AUDIO / 'jfk.flac'}", "-F", "priority=high", f"{svc.url}/v1/jobs"],
+         "-F", f"file=@{SPEECH_AUDIO / 'jfk.flac'}", "-F", "priority=high", f"{svc.url}/v1/jobs"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     job_id = json.loads(out.stdout)["id"]

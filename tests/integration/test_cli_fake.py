@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
-from tests.conftest import SHARED_AUDIO, write_wav
+from tests.conftest import SPEECH_AUDIO, write_wav
 from vramscribe.core.jobs import Job
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.engines.base import EngineOptions
@@ -86,14 +86,14 @@ def test_devices_command_explains_a_missing_gpu() -> None:
 def test_simulate_a_real_folder_and_a_scenario() -> None:
     env = {**os.environ, "COLUMNS": "200"}
     out = subprocess.run(
-        [sys.executable, "-m", "vramscribe", "simulate", str(SHARED_AUDIO), "--gpus", "2x24g",
+        [sys.executable, "-m", "vramscribe", "simulate", str(SPEECH_AUDIO), "--gpus", "2x24g",
          "--model", "large-v3"],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "3 files" in out.stdout and "vramscribe" in out.stdout and "sequential" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "vramscribe", "simulate", str(SHARED_AUDIO), "--gpus", "lots"],
+        [sys.executable, "-m", "vramscribe", "simulate", str(SPEECH_AUDIO), "--gpus", "lots"],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert bad.returncode == 2 and "2x24g" in bad.stdout

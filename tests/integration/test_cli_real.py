@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, SHARED_AUDIO
+from tests.conftest import EXAMPLES, SPEECH_AUDIO
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.devices.cpu import CpuDevice
 from vramscribe.engines.base import EngineOptions
@@ -38,11 +38,11 @@ def srt_times(text: str, sep: str) -> list[float]:
 
 
 def test_jfk_through_the_cli_is_word_perfect_in_every_format(tmp_path: Path) -> None:
-    refs = json.loads((SHARED_AUDIO / "references.json").read_text())
+    refs = json.loads((SPEECH_AUDIO / "references.json").read_text())
     reference = refs["jfk.flac"] if isinstance(refs["jfk.flac"], str) else refs["jfk.flac"]["text"]
     out = tmp_path / "out"
     result = run_cli(
-        "transcribe", str(SHARED_AUDIO / "jfk.flac"), "--model", "tiny.en", "--device", "cpu",
+        "transcribe", str(SPEECH_AUDIO / "jfk.flac"), "--model", "tiny.en", "--device", "cpu",
         "--out-dir", str(out), "--format", "txt", "--format", "srt", "--format", "vtt",
         "--format", "json", "--word-timestamps",
     )  # fmt: skip
@@ -62,7 +62,7 @@ def test_jfk_through_the_cli_is_word_perfect_in_every_format(tmp_path: Path) -> 
     assert all(s["start"] <= s["end"] for s in data["segments"])
     assert any(s.get("words") for s in data["segments"])
     # A rerun resumes: everything exists, nothing is redone.
-    again = run_cli("transcribe", str(SHARED_AUDIO / "jfk.flac"), "--device", "cpu",
+    again = run_cli("transcribe", str(SPEECH_AUDIO / "jfk.flac"), "--device", "cpu",
                     "--out-dir", str(out), "--format", "txt")  # fmt: skip
     assert again.returncode == 0 and "skipping 1 file" in again.stderr
 
@@ -70,10 +70,10 @@ def test_jfk_through_the_cli_is_word_perfect_in_every_format(tmp_path: Path) -> 
 def test_bad_inputs_fail_alone_and_the_rest_is_transcribed(tmp_path: Path) -> None:
     batch = tmp_path / "batch"
     batch.mkdir()
-    (batch / "good.flac").write_bytes((SHARED_AUDIO / "jfk.flac").read_bytes())
+    (batch / "good.flac").write_bytes((SPEECH_AUDIO / "jfk.flac").read_bytes())
     (batch / "empty.wav").write_bytes(b"")
     (batch / "notes.wav").write_text("this is a text file, not audio\n" * 20)
-    (batch / "cut.mp3").write_bytes((SHARED_AUDIO / "multilingual.mp3").read_bytes()[:1500])
+    (batch / "cut.mp3").write_bytes((SPEECH_AUDIO / "multilingual.mp3").read_bytes()[:1500])
     no_audio = tmp_path / "docs"
     no_audio.mkdir()
     (no_audio / "readme.txt").write_text("hello")
@@ -99,7 +99,7 @@ def test_two_real_models_run_concurrently_in_one_batch(tmp_path: Path) -> None:
         job = Job(str(n), name, audio_s=59.9, compute_type="int8")
         engine = EngineOptions(model=model, model_path=resolved.path, compute_type="int8")
         out = tmp_path / f"{model}.txt"
-        runner.add(Task(job, SHARED_AUDIO / "multilingual.mp3", engine, [("txt", out)]))
+        runner.add(Task(job, SPEECH_AUDIO / "multilingual.mp3", engine, [("txt", out)]))
     tasks = runner.run()
     assert all(t.job.state is JobState.COMPLETED for t in tasks), [t.job.error for t in tasks]
     spans = []
@@ -123,7 +123,7 @@ def test_example_clips_are_transcribed_well(tmp_path: Path) -> None:
 
 
 def test_hotwords_and_batched_pipeline_reach_the_engine(tmp_path: Path) -> None:
-    args = ["transcribe", str(SHARED_AUDIO / "hotwords.mp3"), "--device", "cpu", "--format", "txt"]
+    args = ["transcribe", str(SPEECH_AUDIO / "hotwords.mp3"), "--device", "cpu", "--format", "txt"]
     plain = run_cli(*args, "--out-dir", str(tmp_path / "plain"))
     hinted = run_cli(*args, "--out-dir", str(tmp_path / "hint"), "--hotwords", "ComfyUI",
                      "--batch-size", "4")  # fmt: skip

@@ -10,12 +10,9 @@ import av
 import numpy as np
 import pytest
 
+from tests.conftest import EXAMPLES, SPEECH_AUDIO
 from vramscribe.audio import AUDIO_EXTENSIONS, decode_check, discover, probe_duration
 from vramscribe.errors import BadInput, InputNotFound
-
-PROJECT = Path(__file__).resolve().parents[2]
-SHARED_AUDIO = PROJECT.parent / "shared" / "data" / "audio"
-EXAMPLES = PROJECT / "examples" / "audio"
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -102,7 +99,7 @@ def test_audio_extensions_cover_common_audio_and_video_containers() -> None:
     [("jfk.flac", 11.0), ("multilingual.mp3", 59.9), ("hotwords.mp3", 4.0)],
 )
 def test_probe_duration_of_real_recordings(name: str, seconds: float) -> None:
-    assert probe_duration(SHARED_AUDIO / name) == pytest.approx(seconds, abs=0.05)
+    assert probe_duration(SPEECH_AUDIO / name) == pytest.approx(seconds, abs=0.05)
 
 
 def _example_clips() -> list[str]:
@@ -164,22 +161,22 @@ BAD_INPUTS = [
     ),
     (
         "mp3 cut to 2 KB",
-        lambda d: _cut(SHARED_AUDIO / "multilingual.mp3", d / "cut.mp3", 2048),
+        lambda d: _cut(SPEECH_AUDIO / "multilingual.mp3", d / "cut.mp3", 2048),
         "truncated: the header says 59.9 s but the audio stops at 0.4 s",
     ),
     (
         "mp3 cut to half",
-        lambda d: _cut(SHARED_AUDIO / "multilingual.mp3", d / "half.mp3", 120_000),
+        lambda d: _cut(SPEECH_AUDIO / "multilingual.mp3", d / "half.mp3", 120_000),
         "truncated: the header says 59.9 s but the audio stops at 29.9 s",
     ),
     (
         "mp3 header only",
-        lambda d: _cut(SHARED_AUDIO / "multilingual.mp3", d / "head.mp3", 200),
+        lambda d: _cut(SPEECH_AUDIO / "multilingual.mp3", d / "head.mp3", 200),
         "starts like MP3 but no audio could be read from it",
     ),
     (
         "flac cut short",
-        lambda d: _cut(SHARED_AUDIO / "jfk.flac", d / "cut.flac", 400_000),
+        lambda d: _cut(SPEECH_AUDIO / "jfk.flac", d / "cut.flac", 400_000),
         "truncated: the header says 11.0 s",
     ),
     (
@@ -253,7 +250,7 @@ def open_folder() -> Iterator[Path]:
     [pytest.param(0o755, id="file-unreadable"), pytest.param(0o600, id="folder-unsearchable")],
 )
 def test_probe_duration_of_an_unreadable_file(open_folder: Path, folder_mode: int) -> None:
-    path = _cut(SHARED_AUDIO / "hotwords.mp3", open_folder / "locked.mp3", 10**6)
+    path = _cut(SPEECH_AUDIO / "hotwords.mp3", open_folder / "locked.mp3", 10**6)
     path.chmod(0)
     open_folder.chmod(folder_mode)
     if os.geteuid() == 0:
@@ -268,14 +265,14 @@ def test_probe_duration_of_an_unreadable_file(open_folder: Path, folder_mode: in
 def test_probe_duration_reads_the_real_length_of_a_long_file_quickly(tmp_path: Path) -> None:
     # 20 copies of the same mp3 frames, without the first copy's length header,
     # so the declared length is only a bitrate estimate.
-    data = (SHARED_AUDIO / "multilingual.mp3").read_bytes()
+    data = (SPEECH_AUDIO / "multilingual.mp3").read_bytes()
     tag_size = 10 + (data[6] << 21 | data[7] << 14 | data[8] << 7 | data[9])
     long_mp3 = _touch(tmp_path / "long.mp3", data[tag_size:] * 20)
     assert probe_duration(long_mp3) == pytest.approx(20 * 59.95, rel=0.01)
 
 
 def test_decode_check_accepts_good_audio_and_rejects_a_truncated_flac(tmp_path: Path) -> None:
-    decode_check(SHARED_AUDIO / "jfk.flac")
-    cut = _cut(SHARED_AUDIO / "jfk.flac", tmp_path / "cut.flac", 400_000)
+    decode_check(SPEECH_AUDIO / "jfk.flac")
+    cut = _cut(SPEECH_AUDIO / "jfk.flac", tmp_path / "cut.flac", 400_000)
     with pytest.raises(BadInput, match=r"cannot be decoded after \d+\.\d s"):
         decode_check(cut)

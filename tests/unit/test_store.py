@@ -1,8 +1,9 @@
 """The job store against real databases: a SQLite file and a PostgreSQL server.
 
-PostgreSQL comes from ``VRAMSCRIBE_TEST_PG_URL`` (``scripts/ci-postgres.sh``
-starts one and prints it). Each test gets its own schema there, dropped after.
-Without the variable the PostgreSQL cases fail under CI and are skipped elsewhere.
+PostgreSQL comes from ``VRAMSCRIBE_TEST_PG_URL`` (``make test`` sets it: its
+``scripts/test-deps.sh`` starts a server with ``scripts/ci-postgres.sh``). Each
+test gets its own schema there, dropped after. Without the variable the
+PostgreSQL cases fail, saying what to run; they never skip.
 """
 
 from __future__ import annotations
@@ -40,13 +41,11 @@ def postgres_url() -> str:
     url = os.environ.get(PG_ENV)
     if url:
         return url
-    message = (
-        f"{PG_ENV} is not set, so the PostgreSQL store tests cannot run; start a server with "
-        f'scripts/ci-postgres.sh and export {PG_ENV}="$(scripts/ci-postgres.sh)"'
+    pytest.fail(
+        f"{PG_ENV} is not set, so the PostgreSQL store tests cannot run; run them with "
+        f'make test, or export {PG_ENV}="$(scripts/test-deps.sh)" first',
+        pytrace=False,
     )
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -480,11 +479,10 @@ def test_plain_postgresql_urls_use_psycopg(pg_url: str) -> None:
         assert store.count() == 1
 
 
-def test_postgres_cases_fail_under_ci_without_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_cases_fail_without_a_server_instead_of_skipping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(PG_ENV, raising=False)
-    monkeypatch.setenv("CI", "true")
+    monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.fail.Exception, match=PG_ENV):
-        postgres_url()
-    monkeypatch.delenv("CI")
-    with pytest.raises(pytest.skip.Exception, match=PG_ENV):
         postgres_url()
