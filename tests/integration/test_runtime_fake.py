@@ -231,3 +231,30 @@ def test_workers_that_finish_at_once_are_never_mistaken_for_crashes(tmp_path: Pa
     runner.run()
     assert [t.job.state for t in tasks] == [JobState.COMPLETED] * 24, [t.job.error for t in tasks]
     assert all(t.job.attempts == 1 for t in tasks)
+
+
+def test_warm_workers_serve_several_jobs_and_give_their_memory_back(tmp_path: Path) -> None:
+    """Real worker processes: two instances fit, six jobs; each instance serves several,
+    a bad file fails alone on a warm instance, and every byte comes back at the end."""
+    runner, device = make_runner(tmp_path, total_mb=2500)
+    tasks = add_jobs(runner, device, tmp_path, 6, seconds=2.0)
+    (tmp_path / "in" / "clip3.wav").write_bytes(b"not audio at all")
+    runner.run()
+    states = [t.job.state for t in tasks]
+    assert states.count(JobState.COMPLETED) == 5, [t.job.error for t in tasks]
+    assert tasks[3].job.state is JobState.FAILED and "bad_input" in (tasks[3].job.error or "")
+    pids = {t.worker_pid for t in tasks}
+    assert len(pids) == 2, pids
+    assert runner.loads_avoided == 4
+    assert device.read(1e12).processes == {}
+    state = device.true_state()
+    assert state.oom_events == 0 and state.peak_used_mb <= 2500
+
+
+def test_no_reuse_gives_every_file_its_own_worker(tmp_path: Path) -> None:
+    settings = Settings(safety_margin=0.0, reuse=False)
+    runner, device = make_runner(tmp_path, total_mb=2500, settings=settings)
+    tasks = add_jobs(runner, device, tmp_path, 4, seconds=2.0)
+    runner.run()
+    assert all(t.job.state is JobState.COMPLETED for t in tasks)
+    assert len({t.worker_pid for t in tasks}) == 4 and runner.loads_avoided == 0
