@@ -169,6 +169,45 @@ def decode_check(path: Path | str) -> None:
         raise BadInput(f"{path}: contains no audio samples")
 
 
+SAMPLE_RATE = 16000
+
+
+def decode_samples(path: Path | str) -> Any:
+    """The whole file as 16 kHz mono float32 samples (what Whisper reads), decoded once.
+
+    Raises :class:`BadInput` with the same words as :func:`decode_check`: the
+    worker decodes each input one time and hands the samples to the engine,
+    instead of checking the file and then letting the engine decode it again.
+    """
+    import numpy as np
+
+    path = Path(path)
+    _check_file(path)
+    container = _open(path)
+    try:
+        stream = _audio_stream(container, path)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        parts: list[Any] = []
+        done = 0.0
+        try:
+            for frame in container.decode(stream):
+                done += frame.samples / (frame.sample_rate or 1)
+                parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+            parts.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+        except av.error.FFmpegError as err:
+            raise BadInput(
+                f"{path}: the audio data cannot be decoded after {done:.1f} s ({_reason(err)})"
+            ) from None
+    finally:
+        container.close()
+    if not parts:
+        raise BadInput(f"{path}: contains no audio samples")
+    samples = np.concatenate(parts).astype(np.float32) / 32768.0
+    if not len(samples):
+        raise BadInput(f"{path}: contains no audio samples")
+    return samples
+
+
 def _check_file(path: Path) -> None:
     try:
         info = path.stat()

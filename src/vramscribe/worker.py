@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from vramscribe.audio import decode_check
+from vramscribe.audio import decode_samples
 from vramscribe.core.retry import FailureKind
 from vramscribe.engines.base import Engine, EngineOptions
 from vramscribe.errors import BadInput, DeviceOutOfMemory
@@ -79,7 +79,7 @@ class Instance:
         options = EngineOptions.from_dict(spec.engine)
         source = Path(spec.input)
         try:
-            decode_check(source)
+            samples = decode_samples(source)
         except BadInput as exc:
             emit(Failed(FailureKind.BAD_INPUT, str(exc)))
             if self.engine is None:
@@ -90,7 +90,7 @@ class Instance:
         assert self.engine is not None
         t1 = time.monotonic()
         try:
-            transcript = self.engine.transcribe(source, options, spec.attempt, _progress, _segment)
+            transcript = self.engine.transcribe(samples, options, spec.attempt, _progress, _segment)
         except BadInput as exc:
             emit(Failed(FailureKind.BAD_INPUT, str(exc)))
             return

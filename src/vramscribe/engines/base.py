@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from vramscribe.transcript import Segment, Transcript
@@ -71,11 +70,12 @@ class Engine(Protocol):
 
     def transcribe(
         self,
-        path: Path,
+        audio: Any,
         job: EngineOptions,
         attempt: int,
         on_progress: ProgressFn,
         on_segment: SegmentFn,
     ) -> Transcript:
-        """Transcribe one file with the per-job options of ``job`` (the model stays loaded)."""
+        """Transcribe one file's samples (16 kHz mono float32, decoded once by the worker)
+        with the per-job options of ``job``; the model stays loaded."""
         ...

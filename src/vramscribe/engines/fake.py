@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vramscribe.audio import probe_duration
+from vramscribe.audio import SAMPLE_RATE
 from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
 from vramscribe.errors import EngineError
 from vramscribe.transcript import Segment, Transcript
@@ -55,14 +55,14 @@ class FakeEngine:
 
     def transcribe(
         self,
-        path: Path,
+        audio: Any,
         job: EngineOptions,
         attempt: int,
         on_progress: ProgressFn,
         on_segment: SegmentFn,
     ) -> Transcript:
         cfg = dict(job.fake)
-        duration = probe_duration(path)
+        duration = len(audio) / SAMPLE_RATE
         speed = float(cfg.get("speed_x", 20.0))
         steps = max(1, int(duration // 2))
         segments: list[Segment] = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
-from pathlib import Path
 from typing import Any
 
+from vramscribe.audio import SAMPLE_RATE
 from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
 from vramscribe.errors import EngineError
 from vramscribe.transcript import Segment, Transcript, Word
@@ -24,6 +25,20 @@ def process_memory_mb(options: EngineOptions) -> float:
     import psutil
 
     return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
+
+
+WINDOW_S = 30.0
+
+
+def batch_windows(audio: Any, vad_filter: bool) -> list[dict[str, float]] | None:
+    """Windows for the batched pipeline: with VAD none (it finds speech itself); without,
+    fixed 30 s windows, since it batches windows and refuses a file over 30 s that has
+    neither."""
+    if vad_filter:
+        return None
+    duration = len(audio) / SAMPLE_RATE
+    starts = [k * WINDOW_S for k in range(max(1, math.ceil(duration / WINDOW_S)))]
+    return [{"start": s, "end": min(duration, s + WINDOW_S)} for s in starts]
 
 
 class WhisperEngine:
@@ -53,7 +68,7 @@ class WhisperEngine:
 
     def transcribe(
         self,
-        path: Path,
+        audio: Any,
         job: EngineOptions,
         attempt: int,
         on_progress: ProgressFn,
@@ -69,11 +84,12 @@ class WhisperEngine:
             "hotwords": o.hotwords,
         }
         if o.batch_size > 1:
+            windows = batch_windows(audio, o.vad_filter)
             segments_iter, info = self._pipeline.transcribe(
-                str(path), batch_size=o.batch_size, **kwargs
+                audio, batch_size=o.batch_size, clip_timestamps=windows, **kwargs
             )
         else:
-            segments_iter, info = self._model.transcribe(str(path), **kwargs)
+            segments_iter, info = self._model.transcribe(audio, **kwargs)
         segments: list[Segment] = []
         for s in segments_iter:
             words = None
