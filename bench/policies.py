@@ -1,36 +1,50 @@
-"""Run every scenario under every policy through the simulator and print one table each.
+"""Run every scenario under every policy through the simulator and print the tables.
 
-    python bench/policies.py [--scenario NAME ...] [--json PATH]
+    python bench/policies.py [--scenario NAME ...] [--policy NAME ...] [--seeds N]
+                             [--max-sim-time SECONDS] [--json PATH]
 
-The policies see the same seeded world (jobs, neighbours, reading lag); only
-the admission rule differs. See docs/simulator.md for the model and the bound.
+Every scenario runs on its own seed and on the N seeds after it (3 by
+default), all with one ``Settings``. The policies see the same seeded world
+(jobs, neighbours, reading lag); only the admission rule differs. A row with
+unfinished jobs (still not done at ``--max-sim-time``) or out-of-memory events
+is marked; unfinished jobs fail the run (exit status 1). See docs/simulator.md
+for the model, the columns and the bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
+from vramscribe.core.settings import Settings
 from vramscribe.sim.policies import ALL_POLICIES, make_policy
-from vramscribe.sim.scenarios import builtin_names, load_scenario
+from vramscribe.sim.scenarios import Scenario, builtin_names, load_scenario
 from vramscribe.sim.simulator import SimResult, Simulation
 
+SETTINGS = Settings()
+DEFAULT_MAX_SIM_TIME_S = 2 * 86400.0
+
 COLUMNS = [
-    ("policy", "{:<12}"),
-    ("makespan_s", "{:>9.0f}"),
-    ("throughput_x", "{:>7.1f}"),
-    ("ratio_lb", "{:>6.2f}"),
-    ("oom_events", "{:>5d}"),
+    ("policy", "{:<13}"),
+    ("makespan", "{:>8.0f}"),
+    ("speed_x", "{:>7.1f}"),
+    ("ratio_lb", "{:>8.2f}"),
+    ("ooms", "{:>5d}"),
     ("failed", "{:>6d}"),
+    ("rejected", "{:>8d}"),
+    ("unfinished", "{:>10d}"),
     ("p50_high", "{:>8.0f}"),
     ("p95_high", "{:>8.0f}"),
     ("p50_norm", "{:>8.0f}"),
     ("p95_norm", "{:>8.0f}"),
     ("starv", "{:>6.2f}"),
     ("loads", "{:>6d}"),
+    ("warm", "{:>6d}"),
     ("mem_util", "{:>8.2f}"),
 ]
 
@@ -43,67 +57,127 @@ def row(r: SimResult) -> list[object]:
         r.ratio_to_bound,
         r.oom_events,
         r.failed,
+        r.rejected,
+        r.unfinished,
         r.p50_wait_high_s,
         r.p95_wait_high_s,
         r.p50_wait_normal_s,
         r.p95_wait_normal_s,
         r.starvation_ratio,
         r.model_loads,
+        r.warm_starts,
         r.mean_mem_util,
     ]
 
 
-def print_table(name: str, results: list[SimResult]) -> None:
-    lb = results[0].lower_bound_s
-    print(f"\n## {name}  (lower bound {lb:.0f} s)")
-    print(" ".join(f"{c:>9}" if i else f"{c:<12}" for i, (c, _) in enumerate(COLUMNS)))
+def marker(unfinished: int, ooms: int) -> str:
+    """The flag at the end of a row: what makes it not a clean run."""
+    parts = []
+    if unfinished:
+        parts.append(f"UNFINISHED {unfinished}")
+    if ooms:
+        parts.append(f"OOM {ooms}")
+    return "  <<< " + ", ".join(parts) if parts else ""
+
+
+def header() -> str:
+    return f"{'policy':<13} " + " ".join(name.rjust(max(9, len(name))) for name, _ in COLUMNS[1:])
+
+
+def print_table(title: str, results: list[SimResult]) -> None:
+    print(f"\n## {title}  (lower bound {results[0].lower_bound_s:.0f} s)")
+    print(header())
     for r in results:
         cells = []
-        for i, ((_, fmt), value) in enumerate(zip(COLUMNS, row(r), strict=True)):
+        for i, ((name, fmt), value) in enumerate(zip(COLUMNS, row(r), strict=True)):
             text = fmt.format(value)
-            cells.append(text.rjust(9) if i else text.ljust(12))
-        print(" ".join(cells))
+            cells.append(text.rjust(max(9, len(name))) if i else text)
+        print(" ".join(cells) + marker(r.unfinished, r.oom_events))
+
+
+def print_summary(name: str, runs: dict[int, list[SimResult]]) -> None:
+    seeds = sorted(runs)
+    print(f"\n### {name} across seeds {', '.join(map(str, seeds))}")
+    print(f"{'policy':<13} {'mean_ratio':>10} {'worst_ratio':>11} {'mean_speed':>10} "
+          f"{'ooms':>6} {'failed':>6} {'rejected':>8} {'unfinished':>10}")  # fmt: skip
+    by_policy: dict[str, list[SimResult]] = {}
+    for seed in seeds:
+        for r in runs[seed]:
+            by_policy.setdefault(r.policy, []).append(r)
+    for policy, rs in by_policy.items():
+        ratios = [r.ratio_to_bound for r in rs]
+        ooms = sum(r.oom_events for r in rs)
+        unfinished = sum(r.unfinished for r in rs)
+        print(
+            f"{policy:<13} {statistics.fmean(ratios):>10.2f} {max(ratios):>11.2f} "
+            f"{statistics.fmean(r.throughput_x for r in rs):>10.1f} {ooms:>6d} "
+            f"{sum(r.failed for r in rs):>6d} {sum(r.rejected for r in rs):>8d} "
+            f"{unfinished:>10d}" + marker(unfinished, ooms)
+        )
+
+
+def as_json(r: SimResult) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(r):
+        value = getattr(r, f.name)
+        out[f.name] = round(value, 3) if isinstance(value, float) else value
+    out["ratio_to_bound"] = round(r.ratio_to_bound, 3)
+    return out
+
+
+def run_scenario(
+    scenario: Scenario, policies: list[str], seeds: int, max_time_s: float
+) -> dict[int, list[SimResult]]:
+    runs: dict[int, list[SimResult]] = {}
+    for seed in range(scenario.seed, scenario.seed + seeds + 1):
+        world = dataclasses.replace(scenario, seed=seed)
+        started = time.perf_counter()
+        results = [
+            Simulation(world, make_policy(p), SETTINGS).run(max_time_s=max_time_s) for p in policies
+        ]
+        print_table(f"{scenario.name}, seed {seed}", results)
+        print(f"(simulated in {time.perf_counter() - started:.1f} s)")
+        runs[seed] = results
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scenario", action="append", help="scenario name or JSON file")
     parser.add_argument("--policy", action="append", help="policies (default: all)")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="seeds beyond the scenario's own (default 3)"
+    )
+    parser.add_argument(
+        "--max-sim-time",
+        type=float,
+        default=DEFAULT_MAX_SIM_TIME_S,
+        help="simulated seconds after which jobs not done count as unfinished",
+    )
     parser.add_argument("--json", type=Path, help="write the numbers to this file")
     args = parser.parse_args(argv)
-    scenarios = args.scenario or builtin_names()
     policies = args.policy or ALL_POLICIES
-    out: dict[str, dict[str, dict[str, object]]] = {}
-    for name in scenarios:
+    out: dict[str, dict[str, list[dict[str, object]]]] = {}
+    failing: list[str] = []
+    for name in args.scenario or builtin_names():
         scenario = load_scenario(name)
-        results = []
-        started = time.perf_counter()
-        for policy in policies:
-            results.append(Simulation(scenario, make_policy(policy)).run())
-        print_table(scenario.name, results)
-        print(f"(simulated in {time.perf_counter() - started:.1f} s)")
+        runs = run_scenario(scenario, policies, max(0, args.seeds), args.max_sim_time)
+        print_summary(scenario.name, runs)
         out[scenario.name] = {
-            r.policy: {
-                "makespan_s": round(r.makespan_s, 1),
-                "throughput_x": round(r.throughput_x, 2),
-                "lower_bound_s": round(r.lower_bound_s, 1),
-                "oom_events": r.oom_events,
-                "p50_wait_high_s": round(r.p50_wait_high_s, 1),
-                "p95_wait_high_s": round(r.p95_wait_high_s, 1),
-                "p50_wait_normal_s": round(r.p50_wait_normal_s, 1),
-                "p95_wait_normal_s": round(r.p95_wait_normal_s, 1),
-                "starvation_ratio": round(r.starvation_ratio, 3),
-                "model_loads": r.model_loads,
-                "mean_mem_util": round(r.mean_mem_util, 3),
-                "completed": r.completed,
-                "failed": r.failed,
-                "foreign_oom_events": r.foreign_oom_events,
-            }
-            for r in results
+            str(seed): [as_json(r) for r in results] for seed, results in runs.items()
         }
+        failing += [
+            f"{scenario.name} seed {seed} {r.policy}"
+            for seed, results in runs.items()
+            for r in results
+            if r.unfinished
+        ]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"scenarios": out}, indent=2))
+    if failing:
+        print("\nFAILED (jobs unfinished at --max-sim-time): " + "; ".join(failing))
+        return 1
     return 0
 
 

@@ -15,7 +15,17 @@ from vramscribe.sim.policies import make_policy
 from vramscribe.sim.scenarios import GIB_MB, GpuSpec, Scenario, SimJob, load_scenario
 from vramscribe.sim.simulator import Simulation
 
-POLICIES = ["sequential", "static-2", "static-4", "seed", "vramscribe"]
+POLICIES = [
+    "sequential",
+    "static-2",
+    "static-4",
+    "warm-static-2",
+    "batched-1",
+    "seed",
+    "vramscribe",
+]
+# Simulated time after which a run stops and its jobs not done count as unfinished.
+MAX_SIM_TIME_S = 7 * 86400.0
 
 
 def parse_gpus(spec: str) -> tuple[GpuSpec, ...]:
@@ -75,15 +85,19 @@ def simulate_command(source: str, gpus_spec: str, model: str, console: Console) 
         f"{len(jobs)} files, {audio / 3600:.2f} h of audio on "
         f"{len(scenario.gpus)} GPU(s); model mix {scenario.model_mix}"
     )
-    table = Table("policy", "makespan", "speed", "OOMs", "failed", "mean memory use")
+    table = Table(
+        "policy", "makespan", "speed", "OOMs", "failed", "rejected", "unfinished", "mean memory use"
+    )
     for name in POLICIES:
-        r = Simulation(scenario, make_policy(name)).run()
+        r = Simulation(scenario, make_policy(name)).run(max_time_s=MAX_SIM_TIME_S)
         table.add_row(
             name,
             f"{r.makespan_s / 60:.1f} min",
             f"{r.throughput_x:.1f}x",
             str(r.oom_events),
             str(r.failed),
+            str(r.rejected),
+            f"[red]{r.unfinished}[/red]" if r.unfinished else "0",
             f"{100 * r.mean_mem_util:.0f}%",
         )
     console.print(table)

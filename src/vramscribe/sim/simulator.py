@@ -3,6 +3,14 @@
 Everything physical lives here (how long things take, how memory grows,
 what runs out); everything about *deciding* lives in the policies, which see
 the world only through lagging device readings, exactly as a runtime would.
+
+An instance starts (process start), loads its model, and transcribes one job
+at a time. A policy with ``reuse`` keeps it loaded and idle after a clean job,
+to take another job of the same model and compute type with no start and no
+load, until the policy releases it; other policies' instances exit with their
+job. Any failure ends the instance. A job runs at the batch size its admission
+asks for, capped at ``max_batch`` of its audio (the simulator clamps and
+counts); docs/simulator.md describes the speed and memory this gives.
 """
 
 from __future__ import annotations
@@ -10,143 +18,23 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-import statistics
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from vramscribe.core.footprints import builtin_estimate
-from vramscribe.core.jobs import DEFAULT_PRIORITY, Job, JobState, fail, transition
-from vramscribe.core.profiles import PROFILES, contention, growth, profile_for
+from vramscribe.core.jobs import Job, JobState, fail, transition
+from vramscribe.core.profiles import PROFILES, batch_gain, growth, max_batch, profile_for
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import FailureKind, apply_failure
 from vramscribe.core.settings import Settings
 from vramscribe.devices.fake import FakeDevice
 from vramscribe.errors import DeviceOutOfMemory
-from vramscribe.sim.scenarios import GpuSpec, Scenario, SimJob
+from vramscribe.sim.bound import lower_bound
+from vramscribe.sim.model import Admission, Policy, SimGpu, SimInstance, SimResult, percentile
+from vramscribe.sim.results import summarize
+from vramscribe.sim.scenarios import Scenario
 
 TICK_S = 1.0
 EPS = 1e-9
-LARGE_MODELS = frozenset({"large-v3"})
-SMALL_MODELS = frozenset({"tiny", "base", "small"})
-
-
-@dataclass(slots=True, eq=False)
-class SimInstance:
-    job: Job
-    sim_job: SimJob
-    gpu: SimGpu
-    pid: int
-    phase: str
-    phase_end: float
-    reserved_mb: float
-    base_mb: float
-    speed: float
-    s_max: float
-    expected_end: float
-    allocated_mb: float = 0.0
-    done_s: float = 0.0
-    processing_since: float = 0.0
-
-
-@dataclass(slots=True, eq=False)
-class SimGpu:
-    spec: GpuSpec
-    device: FakeDevice
-    instances: list[SimInstance] = field(default_factory=list)
-    cooldown_until: float = 0.0
-    mem_integral: float = 0.0
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    def rate_factor(self) -> float:
-        """Per-instance share S(k)/k of solo speed for the instances now processing."""
-        working = [i for i in self.instances if i.phase == "processing"]
-        k = len(working)
-        if k == 0:
-            return 0.0
-        s_max = self.spec.s_max or statistics.fmean(i.s_max for i in working)
-        return contention(k, s_max) / k
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    job_id: str
-    gpu_id: str
-    reserved_mb: float
-    expected_end: float = 0.0
-
-
-class Policy(Protocol):
-    name: str
-
-    def admit(self, now: float, sim: Simulation) -> list[Admission]: ...
-
-    def on_finished(self, inst: SimInstance, now: float, ok: bool) -> None: ...
-
-
-@dataclass(slots=True)
-class SimResult:
-    scenario: str
-    policy: str
-    makespan_s: float
-    throughput_x: float
-    lower_bound_s: float
-    oom_events: int
-    foreign_oom_events: int
-    completed: int
-    failed: int
-    unfinished: int
-    retries: int
-    p50_wait_high_s: float
-    p95_wait_high_s: float
-    p50_wait_normal_s: float
-    p95_wait_normal_s: float
-    starvation_ratio: float
-    model_loads: int
-    mean_mem_util: float
-
-    @property
-    def ratio_to_bound(self) -> float:
-        return self.makespan_s / self.lower_bound_s if self.lower_bound_s else math.inf
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[idx]
-
-
-def lower_bound(scenario: Scenario, jobs: list[SimJob]) -> float:
-    """No policy can finish sooner than this (see docs/simulator.md).
-
-    Total solo work over the best aggregate throughput every GPU could give
-    (S(k) at the most instances memory could ever hold, with the largest
-    S_max of the mix), and never less than any single job run alone from its
-    arrival, including the shortest process start and its load.
-    """
-    best_s_max = max(p.s_max for m in scenario.model_mix if (p := profile_for(m)))
-    smallest = min(
-        builtin_estimate((m, scenario.compute_type, 1, "cuda")) for m in scenario.model_mix
-    )
-    capacity = 0.0
-    for gpu in scenario.gpus:
-        room = gpu.total_mb - (gpu.foreign.min_mb if gpu.foreign else 0.0)
-        k_max = max(1, int(room // smallest))
-        capacity += contention(k_max, gpu.s_max or best_s_max) * gpu.speed_factor
-    work = 0.0
-    longest = 0.0
-    fastest = max(g.speed_factor for g in scenario.gpus)
-    for j in jobs:
-        p = profile_for(j.model)
-        assert p is not None
-        work += j.audio_s / p.speed_x
-        alone = scenario.startup_s[0] + p.load_s + j.audio_s / (p.speed_x * fastest)
-        longest = max(longest, j.arrival + alone)
-    return max(work / capacity, longest)
+DEFAULT_MAX_TIME_S = 30 * 86400.0
 
 
 class Simulation:
@@ -156,32 +44,35 @@ class Simulation:
         self.settings = settings or Settings()
         self.sim_jobs = scenario.jobs()
         self.by_id = {j.id: j for j in self.sim_jobs}
-        horizon = max(j.arrival for j in self.sim_jobs) + 10 * 86400
-        self.gpus = [
-            SimGpu(
-                spec,
-                FakeDevice(
-                    spec.id, spec.total_mb, spec.lag_s, scenario.foreign_script(spec, horizon)
-                ),
-            )
-            for spec in scenario.gpus
-        ]
+        horizon = max((j.arrival for j in self.sim_jobs), default=0.0) + 10 * 86400
+        self.gpus = []
+        for spec in scenario.gpus:
+            # A neighbour's level at t=0 was there before we came: readings at t=0 show it.
+            script = [
+                (t if t > 0 else -spec.lag_s - 1.0, mb)
+                for t, mb in scenario.foreign_script(spec, horizon)
+            ]
+            device = FakeDevice(spec.id, spec.total_mb, spec.lag_s, script)
+            self.gpus.append(SimGpu(spec, device))
         self.gpu_by_id = {g.id: g for g in self.gpus}
         self.jobs: dict[str, Job] = {}
         self.queue = PendingQueue(self.settings.aging_s_per_point)
         self.fifo: list[tuple[float, str]] = []
         self.first_start: dict[str, float] = {}
+        self.rejected: set[str] = set()
         self.oom_events = 0
         self.retries = 0
         self.model_loads = 0
+        self.warm_starts = 0
+        self.batch_clamped = 0
+        self.final = 0
         self.now = 0.0
         self._next_pid = 1000
         self._arrivals = sorted(self.sim_jobs, key=lambda j: (j.arrival, j.id))
         self._arrival_pos = 0
         self._wakeups: list[float] = []
-        self._rejected = 0
 
-    # -- queue helpers used by policies --------------------------------------
+    # -- what policies may call ----------------------------------------------------
     def pending_fifo(self) -> list[Job]:
         """Pending jobs in arrival order (for the plain-loop baselines)."""
         return [self.jobs[jid] for _, jid in self.fifo]
@@ -191,29 +82,38 @@ class Simulation:
         job = self.jobs[job_id]
         self._dequeue(job)
         fail(job, self.now, reason)
-        self._rejected += 1
+        self.rejected.add(job_id)
+        self.final += 1
 
     def instances(self) -> list[SimInstance]:
         return [i for g in self.gpus for i in g.instances]
 
-    # -- the loop --------------------------------------------------------------
-    def run(self, max_time_s: float = 30 * 86400) -> SimResult:
+    def release(self, pid: int) -> None:
+        """End the idle instance ``pid``: its process exits and its memory is freed."""
+        inst = self._instance(pid)
+        if not inst.is_idle:
+            raise ValueError(f"instance {pid} is {inst.phase}, only an idle one can be released")
+        self._end(inst, self.now)
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self, max_time_s: float = DEFAULT_MAX_TIME_S) -> SimResult:
+        """Run until every job is final or ``max_time_s``; jobs left then are unfinished."""
         next_tick = 0.0
-        unfinished = len(self.sim_jobs)
-        while unfinished and self.now <= max_time_s:
+        total = len(self.sim_jobs)
+        while True:
             now = self.now
             self._arrive(now)
             for gpu in self.gpus:
                 gpu.device.advance(now)
-            unfinished -= self._step_instances(now)
-            before = self._rejected
+            self._step_instances(now)
             self._admit(now)
-            unfinished -= self._rejected - before
+            if self.final >= total or now >= max_time_s:
+                break
             if now >= next_tick:
                 next_tick = now + TICK_S
-            nxt = self._next_event(next_tick)
-            self._advance(nxt)
-        return self._result(unfinished)
+            self._advance(min(self._next_event(next_tick), max_time_s))
+        bound = lower_bound(self.scenario, self.sim_jobs, self.settings)
+        return summarize(self, total - self.final, bound)
 
     def _arrive(self, now: float) -> None:
         while (
@@ -223,12 +123,7 @@ class Simulation:
             sj = self._arrivals[self._arrival_pos]
             self._arrival_pos += 1
             job = Job(
-                sj.id,
-                sj.model,
-                sj.audio_s,
-                sj.priority,
-                sj.arrival,
-                compute_type=self.scenario.compute_type,
+                sj.id, sj.model, sj.audio_s, sj.priority, sj.arrival, compute_type=sj.compute_type
             )
             self.jobs[job.id] = job
             self._enqueue(job)
@@ -242,9 +137,15 @@ class Simulation:
         idx = bisect.bisect_left(self.fifo, (job.submitted_at, job.id))
         del self.fifo[idx]
 
-    def _step_instances(self, now: float) -> int:
-        """Apply phase ends, completions and growth; returns jobs that became final."""
-        finished = 0
+    def _instance(self, pid: int) -> SimInstance:
+        for inst in self.instances():
+            if inst.pid == pid:
+                return inst
+        raise ValueError(f"no instance {pid}")
+
+    # -- physics -------------------------------------------------------------------
+    def _step_instances(self, now: float) -> None:
+        """Apply phase ends, completions and growth."""
         for gpu in self.gpus:
             for inst in list(gpu.instances):
                 if inst.phase == "starting" and inst.phase_end <= now + EPS:
@@ -252,11 +153,11 @@ class Simulation:
                         gpu.device.allocate(inst.pid, inst.base_mb, now)
                         inst.allocated_mb = inst.base_mb
                     except DeviceOutOfMemory as exc:
-                        finished += self._fail(inst, now, FailureKind.OOM, str(exc))
+                        self._fail(inst, now, FailureKind.OOM, str(exc))
                         continue
                     inst.phase = "loading"
                     self.model_loads += 1
-                    p = profile_for(inst.job.model)
+                    p = profile_for(inst.model)
                     assert p is not None
                     inst.phase_end = now + p.load_s
                 elif inst.phase == "loading" and inst.phase_end <= now + EPS:
@@ -265,7 +166,7 @@ class Simulation:
                     transition(inst.job, JobState.PROCESSING, now, "model loaded")
                 if inst.phase == "processing":
                     if inst.done_s >= inst.job.audio_s - 1e-6:
-                        finished += self._complete(inst, now)
+                        self._complete(inst, now)
                         continue
                     want = inst.base_mb * growth(inst.done_s)
                     if want - inst.allocated_mb > 1.0:
@@ -273,19 +174,31 @@ class Simulation:
                             gpu.device.allocate(inst.pid, want - inst.allocated_mb, now)
                             inst.allocated_mb = want
                         except DeviceOutOfMemory as exc:
-                            finished += self._fail(inst, now, FailureKind.OOM, str(exc))
-        return finished
+                            self._fail(inst, now, FailureKind.OOM, str(exc))
 
-    def _complete(self, inst: SimInstance, now: float) -> int:
+    def _end(self, inst: SimInstance, now: float) -> None:
         inst.gpu.device.release(inst.pid, now)
         inst.gpu.instances.remove(inst)
+
+    def _complete(self, inst: SimInstance, now: float) -> None:
         transition(inst.job, JobState.COMPLETED, now, "transcribed")
+        self.final += 1
+        if not self.policy.reuse:
+            self._end(inst, now)
+            self.policy.on_finished(inst, now, True)
+            return
+        # Back to its loaded size: the batch slots and the growth of this file are freed.
+        device = inst.gpu.device
+        device.release(inst.pid, now)
+        device.allocate(inst.pid, inst.loaded_mb, now)
+        inst.allocated_mb = inst.loaded_mb
+        inst.phase = "idle"
+        inst.phase_end = math.inf
+        inst.idle_since = now
         self.policy.on_finished(inst, now, True)
-        return 1
 
-    def _fail(self, inst: SimInstance, now: float, kind: FailureKind, detail: str) -> int:
-        inst.gpu.device.release(inst.pid, now)
-        inst.gpu.instances.remove(inst)
+    def _fail(self, inst: SimInstance, now: float, kind: FailureKind, detail: str) -> None:
+        self._end(inst, now)
         if kind is FailureKind.OOM:
             self.oom_events += 1
         job = inst.job
@@ -295,44 +208,109 @@ class Simulation:
             inst.gpu.cooldown_until = outcome.cooldown_until
         self.policy.on_finished(inst, now, False)
         if not outcome.retry:
-            return 1
+            self.final += 1
+            return
         self.retries += 1
         heapq.heappush(self._wakeups, job.not_before)
         self._enqueue(job)
-        return 0
 
+    # -- admissions ----------------------------------------------------------------
     def _admit(self, now: float) -> None:
         for adm in self.policy.admit(now, self):
             job = self.jobs[adm.job_id]
+            if job.state is not JobState.PENDING:
+                raise ValueError(f"{self.policy.name} admitted job {job.id} ({job.state.value})")
             gpu = self.gpu_by_id[adm.gpu_id]
-            sj = self.by_id[job.id]
-            p = profile_for(job.model)
-            assert p is not None
+            batch = max(1, adm.batch_size)
+            cap = max_batch(job.audio_s)
+            if batch > cap:
+                self.batch_clamped += 1
+                batch = cap
+            if adm.instance_pid is not None:
+                inst = self._warm(adm, job, gpu)
+            else:
+                self._check_caps(gpu)
+                inst = self._fresh(adm, job, gpu)
             self._dequeue(job)
             job.attempts += 1
-            transition(job, JobState.LOADING, now, f"admitted on {gpu.id}")
+            job.batch_size = batch
             self.first_start.setdefault(job.id, now)
-            self._next_pid += 1
-            true_mb = (
-                builtin_estimate((job.model, job.compute_type, job.batch_size, "cuda"))
-                * sj.mem_factor
+            inst.job, inst.sim_job = job, self.by_id[job.id]
+            inst.reserved_mb, inst.expected_end = adm.reserved_mb, adm.expected_end
+            inst.batch_size, inst.gain = batch, batch_gain(batch, "cuda")
+            inst.base_mb = inst.mem_factor * builtin_estimate(
+                (job.model, job.compute_type, batch, "cuda")
             )
-            gpu.instances.append(
-                SimInstance(
-                    job=job,
-                    sim_job=sj,
-                    gpu=gpu,
-                    pid=self._next_pid,
-                    phase="starting",
-                    phase_end=now + sj.startup_s,
-                    reserved_mb=adm.reserved_mb,
-                    base_mb=true_mb,
-                    speed=p.speed_x * gpu.spec.speed_factor,
-                    s_max=p.s_max,
-                    expected_end=adm.expected_end,
-                )
+            inst.jobs_served += 1
+            if inst.phase == "starting":
+                transition(job, JobState.LOADING, now, f"admitted on {gpu.id}")
+            else:
+                self._resume(inst, now)
+
+    def _warm(self, adm: Admission, job: Job, gpu: SimGpu) -> SimInstance:
+        assert adm.instance_pid is not None
+        inst = self._instance(adm.instance_pid)
+        if inst.gpu is not gpu or not inst.is_idle:
+            raise ValueError(
+                f"instance {inst.pid} is {inst.phase} on {inst.gpu.id}, not idle on {gpu.id}"
+            )
+        if (inst.model, inst.compute_type) != (job.model, job.compute_type):
+            raise ValueError(
+                f"instance {inst.pid} holds {inst.model} {inst.compute_type}, "
+                f"job {job.id} needs {job.model} {job.compute_type}"
+            )
+        return inst
+
+    def _resume(self, inst: SimInstance, now: float) -> None:
+        """A warm instance takes its job: no start, no load; only the batch slots to allocate."""
+        transition(inst.job, JobState.PROCESSING, now, f"on warm instance {inst.pid}")
+        self.warm_starts += 1
+        inst.phase, inst.phase_end = "processing", math.inf
+        inst.processing_since, inst.idle_since, inst.done_s = now, None, 0.0
+        extra = inst.base_mb - inst.allocated_mb
+        if extra > 0:
+            try:
+                inst.gpu.device.allocate(inst.pid, extra, now)
+                inst.allocated_mb = inst.base_mb
+            except DeviceOutOfMemory as exc:
+                self._fail(inst, now, FailureKind.OOM, str(exc))
+
+    def _fresh(self, adm: Admission, job: Job, gpu: SimGpu) -> SimInstance:
+        sj = self.by_id[job.id]
+        p = profile_for(job.model)
+        assert p is not None
+        self._next_pid += 1
+        inst = SimInstance(
+            job=job,
+            sim_job=sj,
+            gpu=gpu,
+            pid=self._next_pid,
+            phase="starting",
+            phase_end=self.now + sj.startup_s,
+            reserved_mb=adm.reserved_mb,
+            base_mb=0.0,
+            speed=p.speed_x * gpu.spec.speed_factor,
+            s_max=p.s_max,
+            expected_end=adm.expected_end,
+            model=job.model,
+            compute_type=job.compute_type,
+            loaded_mb=sj.mem_factor * builtin_estimate((job.model, job.compute_type, 1, "cuda")),
+            mem_factor=sj.mem_factor,
+            started_at=self.now,
+        )
+        gpu.instances.append(inst)
+        return inst
+
+    def _check_caps(self, gpu: SimGpu) -> None:
+        per_device = self.settings.max_instances_per_device
+        total = self.settings.max_instances_total
+        if len(gpu.instances) >= per_device or len(self.instances()) >= total:
+            raise ValueError(
+                f"{self.policy.name} exceeds the instance caps ({per_device} per device, "
+                f"{total} in all); raise them in Settings to simulate more"
             )
 
+    # -- time ----------------------------------------------------------------------
     def _next_event(self, next_tick: float) -> float:
         cands = [next_tick]
         if self._arrival_pos < len(self._arrivals):
@@ -345,61 +323,30 @@ class Simulation:
             t = gpu.device.next_script_time()
             if t is not None:
                 cands.append(t)
-            factor = gpu.rate_factor()
             for inst in gpu.instances:
-                if inst.phase == "processing":
-                    rate = inst.speed * factor
-                    cands.append(self.now + (inst.job.audio_s - inst.done_s) / rate)
-                else:
+                if inst.phase in ("starting", "loading"):
                     cands.append(inst.phase_end)
+            for inst, rate in gpu.speeds():
+                cands.append(self.now + (inst.job.audio_s - inst.done_s) / rate)
         return max(self.now + 1e-6, min(cands))
 
     def _advance(self, to: float) -> None:
         dt = to - self.now
         for gpu in self.gpus:
-            factor = gpu.rate_factor()
-            for inst in gpu.instances:
-                if inst.phase == "processing":
-                    inst.done_s = min(inst.job.audio_s, inst.done_s + dt * inst.speed * factor)
+            for inst, rate in gpu.speeds():
+                inst.done_s = min(inst.job.audio_s, inst.done_s + dt * rate)
             gpu.mem_integral += dt * gpu.device.used_mb / gpu.device.total_mb
         self.now = to
 
-    def _result(self, unfinished: int) -> SimResult:
-        jobs = list(self.jobs.values())
-        done = [j for j in jobs if j.state is JobState.COMPLETED]
-        failed = [j for j in jobs if j.state is JobState.FAILED]
-        makespan = self.now
 
-        def wait(j: Job) -> float:
-            return self.first_start.get(j.id, makespan) - j.submitted_at
-
-        started = [j for j in jobs if j.id in self.first_start]
-        waits_high = [wait(j) for j in started if j.priority > DEFAULT_PRIORITY]
-        waits_norm = [wait(j) for j in started if j.priority <= DEFAULT_PRIORITY]
-        large = [wait(j) for j in jobs if j.model in LARGE_MODELS]
-        small = [wait(j) for j in jobs if j.model in SMALL_MODELS]
-        starvation = (max(large) / max(max(small), 1e-9)) if large and small else 0.0
-        util = statistics.fmean(g.mem_integral for g in self.gpus) / makespan if makespan else 0.0
-        return SimResult(
-            scenario=self.scenario.name,
-            policy=self.policy.name,
-            makespan_s=makespan,
-            throughput_x=sum(j.audio_s for j in done) / makespan if makespan else 0.0,
-            lower_bound_s=lower_bound(self.scenario, self.sim_jobs),
-            oom_events=self.oom_events + sum(g.device.foreign_oom_events for g in self.gpus),
-            foreign_oom_events=sum(g.device.foreign_oom_events for g in self.gpus),
-            completed=len(done),
-            failed=len(failed),
-            unfinished=unfinished,
-            retries=self.retries,
-            p50_wait_high_s=percentile(waits_high, 0.50),
-            p95_wait_high_s=percentile(waits_high, 0.95),
-            p50_wait_normal_s=percentile(waits_norm, 0.50),
-            p95_wait_normal_s=percentile(waits_norm, 0.95),
-            starvation_ratio=starvation,
-            model_loads=self.model_loads,
-            mean_mem_util=util,
-        )
-
-
-__all__ = ["PROFILES", "Admission", "Policy", "SimGpu", "SimInstance", "SimResult", "Simulation"]
+__all__ = [
+    "PROFILES",
+    "Admission",
+    "Policy",
+    "SimGpu",
+    "SimInstance",
+    "SimResult",
+    "Simulation",
+    "lower_bound",
+    "percentile",
+]
