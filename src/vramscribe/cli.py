@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -303,14 +305,17 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         if console.is_terminal:
             with LiveView(runner, console) as view:
                 runner.listeners.append(view)
-                runner.run()
+                finished = run_batch(runner)
         else:
             runner.listeners.append(PlainLog(runner))
-            runner.run()
-    except KeyboardInterrupt:
-        say("interrupted: stopping workers", console, style="yellow")
-        runner.stop()
-        return 130
+            finished = run_batch(runner)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the batch started
+        finished = False
+    try:
+        if not finished:
+            say("interrupted: stopping workers", console, style="yellow")
+            runner.stop()
+            return 130
     finally:
         timeline.close()
         store.close()
@@ -320,6 +325,32 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
     print_summary(console, tasks, runner, started)
     ok = all(t.job.state is JobState.COMPLETED for t in tasks) and not found.errors
     return 0 if ok else 1
+
+
+def run_batch(runner: Any) -> bool:
+    """Run every task to its end; False if Ctrl-C stopped the batch first.
+
+    Ctrl-C only raises a flag that the loop reads between steps, so it never
+    lands halfway through a store write or a worker's start (either would
+    leave the stop that follows stuck or failing). A second Ctrl-C interrupts
+    at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        runner.run()
+        return True
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while runner.busy() and not stop.is_set():
+            runner.step()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return not stop.is_set()
 
 
 def print_summary(console: Console, tasks: list[Any], runner: Any, started: float) -> None:
