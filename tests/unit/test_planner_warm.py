@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vramscribe.core.jobs import Job, JobState
-from vramscribe.core.planner import plan
+from vramscribe.core.planner import device_throughput, plan
+from vramscribe.core.profiles import profile_for
 from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 
@@ -38,7 +39,9 @@ def test_a_job_goes_to_an_idle_instance_of_its_model_with_no_new_reservation() -
     [start] = p.starts
     assert start.instance_id == "1" and start.reserved_mb == pytest.approx(1200, abs=5)
     # Warm: no process start and no load in its expected end.
-    assert start.expected_end == pytest.approx(10.0 + 60.0 / 64.0, abs=0.01)
+    speed = profile_for("small")
+    assert speed is not None
+    assert start.expected_end == pytest.approx(10.0 + 60.0 / speed.speed_x, abs=0.01)
     assert p.releases == []
 
 
@@ -111,15 +114,16 @@ def test_batch_size_auto(kind: str, free: float, audio: float, others: int, batc
     assert p.starts[0].job_id == "a" and p.starts[0].batch_size == batch
 
 
-def test_a_batch_is_chosen_only_when_it_beats_the_instances_it_keeps_out() -> None:
-    """Eight short small jobs wait behind a long one on a 4 GB device: giving the long one
-    batch 16 (1.2 + 3.2 GB) would keep out three instances worth more than its gain."""
+def test_a_batch_is_weighed_against_the_instances_it_keeps_out() -> None:
+    """Nine long small files on a 4 GB device: batch 8 for the first (1.2 + 1.5 GB, 3.7x)
+    beats three instances at batch 1 (S(3) = 1.8x in all), so the others wait for it."""
     queued = [job(f"o{i}", audio_s=600.0, batch=0) for i in range(8)]
     jobs = [job("a", audio_s=3600.0, batch=0), *queued]
     p = plan(0.0, jobs, [gpu(free=4000)], [], NO_MARGIN)
-    first = p.starts[0]
-    assert first.job_id == "a" and first.batch_size < 16
-    assert len(p.starts) >= 2
+    assert [(s.job_id, s.batch_size) for s in p.starts] == [("a", 8)]
+    assert device_throughput(1, 3.7, 3.0) == pytest.approx(3.7)
+    assert device_throughput(3, 3.0, 3.0) == pytest.approx(1.8)
+    assert device_throughput(2, 2 * 4.2, 3.0) == pytest.approx(4.2)  # the device's ceiling
 
 
 def test_an_explicit_batch_size_wins() -> None:

@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job, JobState
-from vramscribe.core.profiles import BATCH_CANDIDATES, contention, max_batch, profile_for
+from vramscribe.core.profiles import (
+    BATCH_CANDIDATES,
+    GPU_THROUGHPUT_CEILING,
+    contention,
+    max_batch,
+    profile_for,
+)
 from vramscribe.core.queue import PendingQueue, order_key
 from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
@@ -121,6 +127,7 @@ class _Dev:
     """Mutable per-call bookkeeping for one device."""
 
     __slots__ = (
+        "busy",
         "cap",
         "capacity",
         "extra",
@@ -144,7 +151,8 @@ class _Dev:
         self.cap = snap.max_instances or settings.max_instances_per_device
         self.n = len(mine)
         self.loads = sum(1 for i in mine if i.is_loading)
-        self.weight = float(sum(1 for i in mine if i.idle_since is None))
+        self.busy = sum(1 for i in mine if i.idle_since is None)
+        self.weight = float(self.busy)
         margin = settings.safety_margin * snap.total_mb
         observed = sum(i.observed_mb for i in mine)
         foreign_now = max(0.0, snap.total_mb - snap.free_mb - observed)
@@ -368,6 +376,7 @@ class _Planner:
         dev.take(est, end)
         dev.n += 1
         dev.loads += 1
+        dev.busy += 1
         dev.weight += self.book.batch_gain(job.footprint_key(dev.kind, batch))
         self.total += 1
         self.open_devs = self._open_devices()
@@ -393,6 +402,7 @@ class _Planner:
         end = self.now + _expected_duration(job, self.book, dev.kind, batch, warm=True)
         self.result.starts.append(Start(job.id, dev.snap.id, reserved, end, inst.iid, batch))
         dev.take(grow, end)
+        dev.busy += 1
         dev.weight += self.book.batch_gain(job.footprint_key(dev.kind, batch))
         self.used.add(inst.iid)
         return True
@@ -422,19 +432,22 @@ class _Planner:
 
         The memory left over goes, in order, to the next pending jobs at batch 1
         (a new instance each): a big batch is worth it only if it beats the
-        instances it keeps out.
+        instances it keeps out. Instances share the device as
+        :func:`~vramscribe.core.profiles.shared_speeds` says.
         """
         if job.batch_size > 0:
             return 0.0
-        weight = dev.weight + self.book.batch_gain(job.footprint_key(dev.kind, batch))
+        k = dev.busy + 1
+        gains = dev.weight + self.book.batch_gain(job.footprint_key(dev.kind, batch))
         left = dev.free - need
         for other in self._next_jobs(job):
             est = _estimate(other, self.book, dev.kind, 1)
             if est <= left:
                 left -= est
-                weight += 1.0
+                k += 1
+                gains += 1.0
         profile = profile_for(job.model)
-        return contention_w(weight, profile.s_max if profile else 2.0)
+        return device_throughput(k, gains, profile.s_max if profile else 2.0)
 
     def _next_jobs(self, job: Job) -> list[Job]:
         """The runnable jobs right after ``job`` in order (none if it is deep in the queue)."""
@@ -467,20 +480,27 @@ class _Planner:
 
     def _evict_for(self, job: Job) -> str | None:
         """Release the longest-idle instances (never of ``job``'s key) on the first device
-        where that makes room for ``job``; the device's id, or None."""
+        where that makes room for ``job``, as a new instance or on an idle one of its key;
+        the device's id, or None."""
         for dev in sorted(self.devs, key=lambda d: d.snap.id):
             est = _estimate(job, self.book, dev.kind)
+            if est > dev.usable:
+                continue
+            own = [i for i in dev.idle if i.iid not in self.used and i.key == job.reuse_key]
+            # Room needed: a new instance's estimate, or only the growth of a warm one.
+            need = min([est - _held(i) for i in own], default=est)
+            cap_ok = bool(own) or dev.n < dev.cap
             victims: list[InstanceView] = []
             free, n = dev.free, dev.n
             for inst in dev.idle:
+                if free >= need and (cap_ok or n < dev.cap):
+                    break
                 if inst.iid in self.used or inst.key == job.reuse_key:
                     continue
-                if free >= est and n < dev.cap:
-                    break
                 victims.append(inst)
                 free += _held(inst)
                 n -= 1
-            if victims and free >= est and n < dev.cap and est <= dev.usable:
+            if victims and free >= need and (cap_ok or n < dev.cap):
                 for inst in victims:
                     self.used.add(inst.iid)
                     why = f"evicted for job {job.id} ({job.model})"
@@ -512,11 +532,11 @@ class _Planner:
         ]
 
 
-def contention_w(weight: float, s_max: float) -> float:
-    """S(W) for a fractional weight: batch slots count as part of an instance."""
-    if weight <= 0:
+def device_throughput(k: int, gains: float, s_max: float) -> float:
+    """Total speed of ``k`` instances whose batch gains add up to ``gains`` (solo units)."""
+    if k <= 0:
         return 0.0
-    return s_max * weight / (s_max + weight - 1) if weight >= 1 else weight * contention(1, s_max)
+    return min(GPU_THROUGHPUT_CEILING, contention(k, s_max) / k * gains)
 
 
 def _too_big(est: float, capacity: dict[str, float]) -> str:

@@ -17,10 +17,15 @@ from vramscribe.sim.simulator import Simulation
 
 
 class Vramscribe:
-    """The real planner behind the runtime's own policy shell, fed lagging readings."""
+    """The real planner behind the runtime's own policy shell, fed lagging readings.
+
+    It keeps instances warm and picks batch sizes as the runtime does: the
+    shell follows each simulated instance through the same states a worker
+    reports (starting, loading, processing, idle, exited).
+    """
 
     name = "vramscribe"
-    reuse = False
+    reuse = True
 
     def __init__(self) -> None:
         self.book = FootprintBook()
@@ -28,43 +33,57 @@ class Vramscribe:
         self.tracked: dict[int, Tracked] = {}
 
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
-        self._follow(now, sim)
+        self._follow(sim)
         readings = {g.id: g.device.reading(now) for g in sim.gpus}
         devices = [DeviceInfo(g.id, "cuda") for g in sim.gpus]
         seen = self.shell.observe(now, readings, devices)
         for inst in seen.released:
             del self.tracked[inst.pid]
         decisions = plan(now, sim.queue, seen.snapshots, seen.views, sim.settings, self.book)
+        for release in decisions.releases:
+            self.shell.exited(self.tracked[int(release.instance_id)], now)
+            sim.release(int(release.instance_id))
         for reject in decisions.rejects:
             sim.reject(reject.job_id, reject.reason)
-        return [
-            Admission(s.job_id, s.device_id, s.reserved_mb, s.expected_end)
-            for s in decisions.starts
-        ]
+        out = []
+        for s in decisions.starts:
+            pid = None if s.instance_id is None else int(s.instance_id)
+            if pid is not None:
+                job = sim.jobs[s.job_id]
+                self.shell.assign(self.tracked[pid], job.id, s.reserved_mb, s.expected_end,
+                                  job.priority)  # fmt: skip
+            out.append(Admission(s.job_id, s.device_id, s.reserved_mb, s.expected_end, pid,
+                                 s.batch_size))  # fmt: skip
+        return out
 
-    def _follow(self, now: float, sim: Simulation) -> None:
-        """Tell the shell about instances the simulator started, loaded or cooled down for."""
+    def _follow(self, sim: Simulation) -> None:
+        """Tell the shell what the simulated instances did, as workers would report it."""
         for gpu in sim.gpus:
             self.shell.cool(gpu.id, gpu.cooldown_until)
             for inst in gpu.instances:
                 tracked = self.tracked.get(inst.pid)
                 if tracked is None:
-                    tracked = Tracked(
-                        inst.job.id, gpu.id, inst.pid, inst.reserved_mb, inst.expected_end
-                    )
+                    job = inst.job
+                    tracked = Tracked(job.id, gpu.id, inst.pid, inst.reserved_mb,
+                                      inst.expected_end, job.priority, job.reuse_key)  # fmt: skip
                     self.tracked[inst.pid] = tracked
                     self.shell.start(tracked)
-                if inst.phase == "processing" and tracked.loaded_at is None:
+                if inst.phase != "starting" and tracked.starting:
+                    self.shell.started(tracked)
+                if inst.phase in ("processing", "idle") and tracked.loaded_at is None:
                     self.shell.loaded(tracked, inst.processing_since)
 
     def on_finished(self, inst: SimInstance, now: float, ok: bool) -> None:
         tracked = self.tracked.get(inst.pid)
-        if tracked is not None:
-            self.shell.exited(tracked, now)
-        if not ok:
+        if tracked is None:
             return
-        key = inst.job.footprint_key("cuda")
-        self.book.observe_peak(key, inst.allocated_mb, inst.job.audio_s)
+        if not ok or not inst.is_idle:
+            self.shell.exited(tracked, now)
+            return
+        self.shell.idle(tracked, now)
+        key = inst.job.footprint_key("cuda", inst.batch_size)
+        peak = max(tracked.peak_mb, inst.loaded_mb)
+        self.book.observe_peak(key, peak, inst.job.audio_s)
         elapsed = now - inst.processing_since
         if elapsed > 0:
             self.book.observe_speed(key, inst.job.audio_s / elapsed)

@@ -122,8 +122,15 @@ class Simulation:
         ):
             sj = self._arrivals[self._arrival_pos]
             self._arrival_pos += 1
+            # Batch size "auto": each policy picks its own (the admission says which).
             job = Job(
-                sj.id, sj.model, sj.audio_s, sj.priority, sj.arrival, compute_type=sj.compute_type
+                sj.id,
+                sj.model,
+                sj.audio_s,
+                sj.priority,
+                sj.arrival,
+                compute_type=sj.compute_type,
+                batch_size=0,
             )
             self.jobs[job.id] = job
             self._enqueue(job)
@@ -233,7 +240,6 @@ class Simulation:
                 inst = self._fresh(adm, job, gpu)
             self._dequeue(job)
             job.attempts += 1
-            job.batch_size = batch
             self.first_start.setdefault(job.id, now)
             inst.job, inst.sim_job = job, self.by_id[job.id]
             inst.reserved_mb, inst.expected_end = adm.reserved_mb, adm.expected_end
