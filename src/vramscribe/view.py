@@ -126,7 +126,7 @@ class LiveView:
             if t is None:
                 continue
             pct = 100 * t.progress_s / t.job.audio_s if t.job.audio_s else 0.0
-            jobs.add_row(t.input.name, t.job.state.value, w.device.id, f"{pct:5.1f}%")
+            jobs.add_row(Text(t.input.name), t.job.state.value, Text(w.device.id), f"{pct:5.1f}%")
         idle = len(r.idle)
         warm = Text(f"warm instances idle: {idle}; loads avoided: {r.loads_avoided}", style="dim")
         waiting = [r.tasks[j.id] for j in r.queue][:5]

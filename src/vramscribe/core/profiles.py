@@ -1,4 +1,4 @@
-"""What public measurements say about each Whisper model (DESIGN.md's table).
+"""What public measurements say about each Whisper model (docs/design.md's table).
 
 These numbers are priors: the planner starts from them and the footprint book
 replaces them with what it observes. Memory includes ~400 MB of CUDA context
@@ -59,10 +59,10 @@ class ModelProfile:
 # speeds and was 1.5-2.2x optimistic for the small models.
 #
 # Memory (fp16 / int8 MB): issue 1030 measures large-v3 4521 / 2953, distil-large-v3
-# 2409 / 1481, large-v3-turbo 2537 / 1545; the smaller models keep DESIGN.md's estimates.
+# 2409 / 1481, large-v3-turbo 2537 / 1545; the smaller models keep the design's estimates.
 # Load times: issue 1030's laptop table (tiny 0.51 s, base 0.70 s, small 2.41 s, medium
 # 6.95 s) and the RTX 4090 table (tiny 0.87 s, small 1.72 s, medium 3.89 s, large-v3
-# 1.73 s from a warm disk cache); we keep DESIGN.md's values, between the two.
+# 1.73 s from a warm disk cache); we keep the design's values, between the two.
 #
 # S_max (aggregate throughput of many batch-1 processes on one GPU, in solo units): about
 # 2 for large models and 3 for small ones. Processes time-share the GPU: two parallel

@@ -160,7 +160,8 @@ class Runner:
         if task is None or task.job.state.is_final:
             return
         if task.job.state is JobState.PENDING:
-            self.queue.remove(job_id)
+            if job_id in self.queue:
+                self.queue.remove(job_id)
         elif job_id in self.workers:
             worker = self.workers.pop(job_id)
             worker.error = None

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vramscribe.console import error, say
 from vramscribe.core.profiles import profile_for
 from vramscribe.errors import BadInput, ScenarioError
 from vramscribe.sim.policies import make_policy
@@ -77,13 +78,14 @@ def simulate_command(source: str, gpus_spec: str, model: str, console: Console) 
         else:
             scenario = load_scenario(source)
     except ScenarioError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        error(str(exc), console)
         return 2
     jobs = scenario.jobs()
     audio = sum(j.audio_s for j in jobs)
-    console.print(
+    say(
         f"{len(jobs)} files, {audio / 3600:.2f} h of audio on "
-        f"{len(scenario.gpus)} GPU(s); model mix {scenario.model_mix}"
+        f"{len(scenario.gpus)} GPU(s); model mix {scenario.model_mix}",
+        console,
     )
     table = Table(
         "policy", "makespan", "speed", "OOMs", "failed", "rejected", "unfinished", "mean memory use"
