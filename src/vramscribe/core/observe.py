@@ -49,6 +49,8 @@ class Tracked:
     state: JobState = JobState.LOADING
     starting: bool = True
     idle_since: float | None = None
+    closing: bool = False
+    """Told to exit (released or replaced): no longer offered as idle, memory still counted."""
     loaded_at: float | None = None
     exited_at: float | None = None
     last_kill_at: float | None = None
@@ -198,7 +200,7 @@ class PolicyShell:
                     inst.priority,
                     inst.instance_id,
                     inst.key,
-                    inst.idle_since if inst.exited_at is None else None,
+                    inst.idle_since if inst.exited_at is None and not inst.closing else None,
                     inst.starting,
                 )
             )
