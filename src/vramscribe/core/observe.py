@@ -143,7 +143,11 @@ class PolicyShell:
         inst.state = JobState.PROCESSING
 
     def idle(self, inst: Tracked, now: float) -> None:
-        """Its job is done and it stays loaded, waiting for another job of its key."""
+        """Its job is done and it stays loaded, waiting for another job of its key.
+
+        Once it has been idle for ``settle_s`` (longer than the reading lag) its
+        reservation shrinks to what readings show it holding (see ``observe``).
+        """
         inst.idle_since = now
         inst.expected_end = now
 
@@ -188,6 +192,7 @@ class PolicyShell:
                 continue
             inst.observed_mb = self._observed(inst, reading, now, out)
             inst.peak_mb = max(inst.peak_mb, inst.observed_mb)
+            self._settle_idle(inst, now)
             end = max(now, inst.expected_end) if inst.exited_at is None else now
             out.views.append(
                 InstanceView(
@@ -268,6 +273,16 @@ class PolicyShell:
                 inst.last_kill_at = now
                 out.rekill.append(inst)
         self.instances = keep
+
+    def _settle_idle(self, inst: Tracked, now: float) -> None:
+        """An instance idle for longer than the reading lag is fully in the readings: its
+        job's batch slots and growth are no longer spoken for, so its reservation shrinks
+        to what it holds (it does not grow between jobs). Earlier readings may predate
+        its last allocations, so until then the job's reservation stands."""
+        if inst.idle_since is None or inst.exited_at is not None or inst.observed_mb <= 0:
+            return
+        if now - inst.idle_since >= self.settle_s and self.attributed.get(inst.device_id):
+            inst.reserved_mb = min(inst.reserved_mb, inst.observed_mb)
 
     def _observed(self, inst: Tracked, reading: Reading, now: float, out: Observation) -> float:
         """Memory the reading attributes to ``inst``, or its reservation where it cannot."""

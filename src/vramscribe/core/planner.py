@@ -322,6 +322,12 @@ class _Planner:
             if closed is not None:
                 if not only_warm:
                     self.result.default_reason = closed
+                    # Idle instances may be what closes the devices: the head may evict them.
+                    evicted = self._evict_for(job) if self._idle_left() else None
+                    if evicted is not None:
+                        self.result.reasons[job.id] = (
+                            f"waiting for idle instances on {evicted} to release their memory"
+                        )
                 only_warm = True
                 if not self._idle_left():
                     break
