@@ -73,6 +73,7 @@ class DeviceInfo:
     id: str
     kind: str
     max_instances: int | None = None
+    s_max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,7 @@ class PolicyShell:
             max_instances=dev.max_instances,
             foreign_peak_mb=peak,
             cooldown_until=self.cooldown.get(dev.id, 0.0),
+            s_max=dev.s_max,
         )
 
     def _confirm_releases(

@@ -55,6 +55,8 @@ from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 GIB = 1024.0
 # Time a fresh process needs before it starts loading (imports, CUDA init).
 PROCESS_START_S = 3.0
+# A new instance on a busy GPU must add this share of throughput, or the job waits.
+MIN_GAIN = 0.05
 # Jobs from the front of the queue that batch-size choices look ahead over.
 LOOKAHEAD_WINDOW = 64
 
@@ -370,11 +372,29 @@ class _Planner:
             score = 0.0 if est <= dev.free else dev.free - est
             if blocker is None or score > blocker[0]:
                 blocker = (score, dev, est)
+        worth = [c for c in fitting if self._adds_throughput(job, c[0], c[2])]
+        if worth:
+            self._start_new(job, *_place(worth))
+            return
         if fitting:
-            self._start_new(job, *_place(fitting))
+            dev = fitting[0][0]
+            self.result.reasons[job.id] = (
+                f"{dev.snap.id} is saturated: another instance would not add throughput"
+            )
             return
         assert blocker is not None
         self._wait(job, blocker[1], blocker[2])
+
+    def _adds_throughput(self, job: Job, dev: _Dev, batch: int) -> bool:
+        """Would a new instance make ``dev`` faster? On a saturated device it only takes
+        memory that a bigger batch could use once a running instance ends."""
+        if dev.busy == 0 or dev.kind == "cpu":
+            return True
+        s_max = _s_max(job, dev)
+        gain = self.book.batch_gain(job.footprint_key(dev.kind, batch))
+        now = device_throughput(dev.busy, dev.weight, s_max)
+        then = device_throughput(dev.busy + 1, dev.weight + gain, s_max)
+        return then >= now * (1.0 + MIN_GAIN)
 
     def _start_new(self, job: Job, dev: _Dev, est: float, batch: int) -> None:
         end = self.now + _expected_duration(job, self.book, dev.kind, batch, warm=False)
@@ -452,8 +472,7 @@ class _Planner:
                 left -= est
                 k += 1
                 gains += 1.0
-        profile = profile_for(job.model)
-        return device_throughput(k, gains, profile.s_max if profile else 2.0)
+        return device_throughput(k, gains, _s_max(job, dev))
 
     def _next_jobs(self, job: Job) -> list[Job]:
         """The runnable jobs right after ``job`` in order (none if it is deep in the queue)."""
@@ -536,6 +555,13 @@ class _Planner:
             if d.closed_reason(self.settings, self.now) is None
             and d.free >= self.min_loaded[d.kind]
         ]
+
+
+def _s_max(job: Job, dev: _Dev) -> float:
+    if dev.snap.s_max is not None:
+        return dev.snap.s_max
+    profile = profile_for(job.model)
+    return profile.s_max if profile else 2.0
 
 
 def device_throughput(k: int, gains: float, s_max: float) -> float:
