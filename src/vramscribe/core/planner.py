@@ -441,7 +441,7 @@ class _Planner:
         for batch in _batches(job, dev.kind, self.book):
             est = _estimate(job, self.book, dev.kind, batch)
             need = est if inst is None else max(0.0, est - max(inst.reserved_mb, inst.observed_mb))
-            if need > dev.free:
+            if need > 0 and need > dev.free:
                 continue
             if dev.hold is not None and need > dev.extra:
                 warm = inst is not None
@@ -504,23 +504,24 @@ class _Planner:
             _hold_for(job, self.devs, self.book, self.result, self.now)
 
     def _evict_for(self, job: Job) -> str | None:
-        """Release the longest-idle instances (never of ``job``'s key) on the first device
-        where that makes room for ``job``, as a new instance or on an idle one of its key;
-        the device's id, or None."""
+        """Release the longest-idle instances on the first device where that makes room
+        for ``job``, as a new instance or on the idle instance of its key that needs the
+        least growth (that one is never evicted); the device's id, or None."""
         for dev in sorted(self.devs, key=lambda d: d.snap.id):
             est = _estimate(job, self.book, dev.kind)
             if est > dev.usable:
                 continue
             own = [i for i in dev.idle if i.iid not in self.used and i.key == job.reuse_key]
-            # Room needed: a new instance's estimate, or only the growth of a warm one.
-            need = min([est - _held(i) for i in own], default=est)
-            cap_ok = bool(own) or dev.n < dev.cap
+            host = max(own, key=_held, default=None)
+            # Room needed: a new instance's estimate, or only the growth of the warm host.
+            need = est if host is None else est - _held(host)
+            cap_ok = host is not None or dev.n < dev.cap
             victims: list[InstanceView] = []
             free, n = dev.free, dev.n
             for inst in dev.idle:
                 if free >= need and (cap_ok or n < dev.cap):
                     break
-                if inst.iid in self.used or inst.key == job.reuse_key:
+                if inst.iid in self.used or inst is host:
                     continue
                 victims.append(inst)
                 free += _held(inst)
