@@ -198,10 +198,16 @@ class SharedFakeDevice:
         return True
 
     def read(self, now: float) -> Reading:
-        """What a query at ``now`` reports: the state as of ``now - lag_s``."""
-        with self._transaction() as (doc, _):
+        """What a query now reports: the state as of ``lag_s`` ago.
+
+        The history is stamped with the device's own clock (taken under its lock), so
+        the lag counts from that clock too: a caller's ``now`` taken a moment before
+        would miss a change recorded by this very query (the release of a process
+        found dead), as no real driver would.
+        """
+        with self._transaction() as (doc, stamp):
             history = doc["history"]
-        target = now - self.lag_s
+        target = stamp - self.lag_s
         state = history[0]
         for snap in history:
             if snap["t"] > target:
