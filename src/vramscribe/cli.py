@@ -284,7 +284,7 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
             uuid.uuid4().hex[:12],
             profile,
             priority=priority,
-            submitted_at=runner.clock(),
+            submitted_at=started,  # one submission: longest file first among equals
             compute_type=opts["compute_type"],
             batch_size=opts["batch_size"],
         )

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from vramscribe.core.jobs import Job
 from vramscribe.core.profiles import profile_for
 
-OrderKey = tuple[float, float, float, str]
+OrderKey = tuple[float, float, float, float, str]
 
 
 def order_key(job: Job, aging_s_per_point: float) -> OrderKey:
@@ -26,11 +26,20 @@ def order_key(job: Job, aging_s_per_point: float) -> OrderKey:
     ones instead of big ones being left for the end, where they would wait
     for the whole device to drain (the starvation the seed design suffers).
     Ordering by audio length instead would fill the device with the longest
-    files first and make early high-priority arrivals wait for them.
+    files first and make early high-priority arrivals wait for them; as the
+    last tie-break (same priority, same submission, same model size) it is the
+    longest-first rule that keeps instances from finishing a batch one long
+    file apart.
     """
     profile = profile_for(job.model)
     size = profile.fp16_mb if profile else 0.0
-    return (job.submitted_at / aging_s_per_point - job.priority, job.submitted_at, -size, job.id)
+    return (
+        job.submitted_at / aging_s_per_point - job.priority,
+        job.submitted_at,
+        -size,
+        -job.audio_s,
+        job.id,
+    )
 
 
 class PendingQueue:

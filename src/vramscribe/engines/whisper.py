@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from vramscribe.audio import SAMPLE_RATE
+from vramscribe.core.footprints import resolve_compute_type
 from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
 from vramscribe.errors import EngineError
 from vramscribe.transcript import Segment, Transcript, Word
@@ -51,7 +52,10 @@ class WhisperEngine:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         o = self.options
-        compute = "default" if o.compute_type == "auto" else o.compute_type
+        # "default" means what the help and the memory estimates say (int8 on the CPU,
+        # float16 on a GPU), not CTranslate2's "keep the weights' type" (float32 on a CPU
+        # for float16 weights: twice the work).
+        compute = resolve_compute_type(o.compute_type, "cpu" if o.device == "cpu" else "cuda")
         try:
             self._model = WhisperModel(
                 o.model_path,
