@@ -198,10 +198,16 @@ class SharedFakeDevice:
         return True
 
     def read(self, now: float) -> Reading:
-        """What a query at ``now`` reports: the state as of ``now - lag_s``."""
-        with self._transaction() as (doc, _):
+        """What a query at ``now`` reports: the state as of ``now - lag_s``.
+
+        The query runs a moment after ``now`` (the caller took the time first), and
+        it is then that processes found gone are dropped: the state is taken as of
+        that moment less the lag, so a lag of 0 never reports a process already
+        known to be dead.
+        """
+        with self._transaction() as (doc, asked):
             history = doc["history"]
-        target = now - self.lag_s
+        target = max(now, asked) - self.lag_s
         state = history[0]
         for snap in history:
             if snap["t"] > target:
