@@ -533,6 +533,253 @@ def run_jobs(
     }
 
 
+# --- (e) warm instances -------------------------------------------------------------
+WARM_BUDGET_S = 45.0
+WARM_KEEP_ALIVE_S = 3.0
+WARM_JOBS = 12
+
+
+class _FakeGpu:
+    """A stand-in where there is no GPU (``--fake-gpu``): memory on the shared fake device,
+    sleeps for matmuls. It exercises the parent's logic only; the numbers mean nothing."""
+
+    kind = "fake"
+
+    def __init__(self, path: str) -> None:
+        from vramscribe.devices.shared_fake import SharedFakeDevice
+
+        self.dev = SharedFakeDevice(path)
+        self.held = 0.0
+
+    def alloc(self, mb: float) -> float:
+        self.dev.allocate(os.getpid(), mb)
+        self.held += mb
+        return mb
+
+    def shrink_to(self, mb: float) -> None:
+        self.dev.release(os.getpid())
+        self.held = 0.0
+        self.alloc(mb)
+
+    def matmul(self) -> None:
+        time.sleep(0.02)
+
+    def sync(self) -> None:
+        return None
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return "out of memory" in str(exc).lower()
+
+
+def _warm_worker(
+    backend: tuple[str, Any], device_id: str, model_mb: float, conn: Connection
+) -> None:
+    """One warm instance: hold a model's memory, then serve jobs until told to exit."""
+    gpu: Any = None
+    try:
+        if backend[0] == "fake":
+            gpu = _FakeGpu(str(backend[1]))
+            gpu.alloc(model_mb)
+            model = None
+        else:
+            gpu = _Gpu(int(backend[1]))
+            gpu.matmul()
+            gpu.sync()
+            base = _own_usage_mb(device_id) or 0.0
+            model = gpu.alloc(max(0.0, model_mb - base))
+        conn.send(("loaded", time.time(), {"model_mb": model_mb}))
+        while True:
+            msg = conn.recv()
+            if msg[0] == "exit":
+                del model
+                return
+            _, job_id, extra_mb, run_s = msg
+            buf = gpu.alloc(extra_mb)
+            end = time.time() + run_s
+            while time.time() < end:
+                gpu.matmul()
+                gpu.sync()
+            del buf
+            if backend[0] == "fake":
+                gpu.shrink_to(model_mb)
+            else:
+                gpu.return_cached()
+            conn.send(("done", time.time(), job_id))
+    except Exception as exc:
+        kind = "oom" if gpu is not None and gpu.is_oom(exc) else "error"
+        conn.send((kind, time.time(), repr(exc)))
+
+
+@dataclass(slots=True)
+class _WarmInst:
+    proc: SpawnProcess
+    conn: Connection
+    inst: Tracked
+    job: Job | None = None
+
+
+@dataclass(slots=True)
+class _WarmRun:
+    """Jobs of one key served by warm instances through the shell and the planner."""
+
+    dev: Any
+    backend: tuple[str, Any]
+    ctx: SpawnContext
+    settings: Settings
+    book: FootprintBook
+    shell: PolicyShell
+    run_s: dict[str, float]
+    jobs: list[Job] = field(default_factory=list)
+    live: dict[str, _WarmInst] = field(default_factory=dict)
+    spawned: int = 0
+    warm_starts: int = 0
+    evictions: int = 0
+    ooms: int = 0
+    errors: list[str] = field(default_factory=list)
+    released_after_keep_alive_ms: list[float] = field(default_factory=list)
+
+    def step(self, now: float) -> None:
+        for w in list(self.live.values()):
+            if w.inst.exited_at is None and not w.proc.is_alive():
+                self.shell.exited(w.inst, now)
+            while w.inst.exited_at is None and w.conn.poll():
+                self._message(w, w.conn.recv(), now)
+        seen = self.shell.observe(
+            now, {self.dev.id: self.dev.read(now)}, [DeviceInfo(self.dev.id, "cuda")]
+        )
+        for inst in seen.released:
+            w = self.live.pop(inst.instance_id)
+            if w.job is None and inst.idle_since is not None:
+                late = now - (inst.idle_since + self.settings.keep_alive_s)
+                self.released_after_keep_alive_ms.append(max(0.0, late) * 1000)
+        pending = [j for j in self.jobs if j.state is JobState.PENDING]
+        decision = plan(now, pending, seen.snapshots, seen.views, self.settings, self.book)
+        for rel in decision.releases:
+            self.evictions += rel.reason.startswith("evicted")
+            w = self.live[rel.instance_id]
+            w.inst.closing = True
+            w.conn.send(("exit",))
+        for start in decision.starts:
+            job = next(j for j in pending if j.id == start.job_id)
+            self._start(job, start, now)
+
+    def _start(self, job: Job, start: Start, now: float) -> None:
+        if start.instance_id is not None:
+            w = self.live[start.instance_id]
+            self.shell.assign(w.inst, job.id, start.reserved_mb, start.expected_end, job.priority)
+            self.warm_starts += 1
+            transition(job, JobState.PROCESSING, now, "warm")
+        else:
+            parent, child = self.ctx.Pipe()
+            model_mb = self.book.loaded_mb(job.footprint_key("cuda"))
+            proc = self.ctx.Process(
+                target=_warm_worker, args=(self.backend, self.dev.id, model_mb, child), daemon=True
+            )
+            proc.start()
+            assert proc.pid is not None
+            inst = Tracked(job.id, self.dev.id, proc.pid, start.reserved_mb, start.expected_end,
+                           job.priority, job.reuse_key)  # fmt: skip
+            self.shell.start(inst)
+            self.shell.started(inst)
+            w = self.live[inst.instance_id] = _WarmInst(proc, parent, inst)
+            self.spawned += 1
+            transition(job, JobState.LOADING, now, "new instance")
+        w.job = job
+        extra = max(0.0, start.reserved_mb - self.book.loaded_mb(job.footprint_key("cuda")))
+        w.conn.send(("job", job.id, extra, self.run_s[job.id]))
+
+    def _message(self, w: _WarmInst, msg: tuple[str, float, Any], now: float) -> None:
+        kind, at, info = msg
+        if kind == "loaded":
+            self.shell.loaded(w.inst, at)
+            if w.job is not None and w.job.state is JobState.LOADING:
+                transition(w.job, JobState.PROCESSING, at, "loaded")
+        elif kind == "done" and w.job is not None:
+            transition(w.job, JobState.COMPLETED, at, "done")
+            w.job = None
+            self.shell.idle(w.inst, now)
+        elif kind in ("oom", "error"):
+            self.ooms += kind == "oom"
+            self.errors.append(str(info))
+            if w.job is not None:
+                fail(w.job, at, str(info))
+                w.job = None
+
+    def run(self, until: Callable[[], bool], deadline: float) -> None:
+        while time.time() < deadline and not until():
+            self.step(time.time())
+            time.sleep(0.05)
+
+    def finish(self) -> None:
+        for w in self.live.values():
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(5)
+
+
+def _warm_jobs(
+    n: int, model: str, run_s: float, book: FootprintBook, prefix: str
+) -> tuple[list[Job], dict[str, float]]:
+    jobs, runs = [], {}
+    for i in range(n):
+        job = Job(f"{prefix}{i:02d}", model, compute_type="float16", batch_size=1)
+        runs[job.id] = run_s * (1.0 + 0.25 * (i % 3))
+        job.audio_s = runs[job.id] * book.speed(job.footprint_key("cuda"))
+        jobs.append(job)
+    return jobs, runs
+
+
+def warm_reuse(dev: Any, backend: tuple[str, Any], ctx: SpawnContext, settle_s: float,
+               budget_s: float, run_s: float = 2.0) -> dict[str, Any]:  # fmt: skip
+    """(e) Warm instances on a real GPU: one model's jobs served by a few loaded instances,
+    idle ones released after the keep-alive, then idle ones evicted for a big job."""
+    start = time.time()
+    deadline = start + budget_s
+    total = dev.read(start).total_mb
+    book = FootprintBook()
+    small = ("small", "float16", 1, "cuda")
+    book.observe_peak(small, builtin_estimate(small) * total / REFERENCE_TOTAL_MB, 0.0)
+    settings = Settings(keep_alive_s=WARM_KEEP_ALIVE_S, max_instances_per_device=4,
+                        max_loads_per_device=2)  # fmt: skip
+    run = _WarmRun(dev, backend, ctx, settings, book, PolicyShell(settle_s=settle_s), {})
+    run.jobs, run.run_s = _warm_jobs(WARM_JOBS, "small", run_s, book, "w")
+    run.run(lambda: not run.live and all(j.state.is_final for j in run.jobs), deadline)
+    result: dict[str, Any] = {
+        "jobs": len(run.jobs),
+        "completed": sum(j.state is JobState.COMPLETED for j in run.jobs),
+        "loads": run.spawned,
+        "warm_starts": run.warm_starts,
+        "released_after_keep_alive_ms": _stats(run.released_after_keep_alive_ms),
+    }
+    # Eviction: idle small instances kept (long keep-alive), then a job too big beside them.
+    run.settings = Settings(keep_alive_s=600.0, max_instances_per_device=4, max_loads_per_device=2)
+    extra, extra_runs = _warm_jobs(3, "small", run_s, book, "k")
+    run.jobs += extra
+    run.run_s.update(extra_runs)
+    run.run(lambda: all(j.state.is_final for j in extra) and all(
+        w.job is None for w in run.live.values()), deadline)  # fmt: skip
+    reading = dev.read(time.time())
+    idle_mb = sum(w.inst.observed_mb or w.inst.reserved_mb for w in run.live.values())
+    big_key = ("large-v3", "float16", 1, "cuda")
+    usable = reading.free_mb - settings.safety_margin * reading.total_mb
+    book.observe_peak(big_key, max(usable + 0.5 * idle_mb, 1.0), 0.0)
+    [big], big_run = _warm_jobs(1, "large-v3", run_s, book, "big")
+    run.jobs.append(big)
+    run.run_s.update(big_run)
+    before = run.evictions
+    run.run(lambda: big.state.is_final, deadline)
+    run.finish()
+    result.update(
+        evicted_for_big_job=run.evictions - before,
+        big_job=big.state.value,
+        out_of_memory=run.ooms,
+        errors=run.errors[:5],
+        unfinished=sum(not j.state.is_final for j in run.jobs),
+        wall_s=time.time() - start,
+    )
+    return result
+
+
 def _stats(values: list[float | None] | list[float]) -> dict[str, float | int | None]:
     known = [v for v in values if v is not None]
     return {
@@ -595,11 +842,48 @@ def report(results: dict[str, Any]) -> None:
             ("(d) memory released after exit", _stat_cell(j["release_after_exit_ms"])),
             ("(d) wall time", _fmt(j["wall_s"], " s")),
         ]
+    w = results.get("warm")
+    if w is not None:
+        rows += [
+            ("(e) warm: jobs completed", f"{w['completed']}/{w['jobs']}"),
+            ("(e) warm: model loads / warm starts", f"{w['loads']} / {w['warm_starts']}"),
+            ("(e) idle released after keep-alive", _stat_cell(w["released_after_keep_alive_ms"])),
+            ("(e) idle instances evicted for a big job", str(w["evicted_for_big_job"])),
+            ("(e) big job / out-of-memory errors", f"{w['big_job']} / {w['out_of_memory']}"),
+            ("(e) wall time", _fmt(w["wall_s"], " s")),
+        ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    for error in (j or {}).get("errors", []):
+    for error in [*(j or {}).get("errors", []), *(w or {}).get("errors", [])]:
         print(f"  {error}")
+
+
+def _warm_status(w: dict[str, Any]) -> int:
+    ok = (
+        w["completed"] == w["jobs"]
+        and w["loads"] < w["jobs"]
+        and w["out_of_memory"] == 0
+        and w["unfinished"] == 0
+        and w["big_job"] == "completed"
+        and w["evicted_for_big_job"] > 0
+    )
+    return 0 if ok else 1
+
+
+def _fake_run(path: str, json_path: Path | None) -> int:
+    """The warm phase against a shared fake device: for machines without a GPU."""
+    from vramscribe.devices.shared_fake import SharedFakeDevice
+
+    dev = SharedFakeDevice.create(path, total_mb=REFERENCE_TOTAL_MB / 8, lag_s=0.2)
+    ctx = multiprocessing.get_context("spawn")
+    warm = warm_reuse(dev, ("fake", path), ctx, settle_s=0.5, budget_s=120.0, run_s=0.5)
+    results = {"device": dev.id, "name": "shared fake", "total_mb": dev.read(0).total_mb}
+    results["warm"] = warm
+    report(results)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    return _warm_status(warm)
 
 
 def _settle_s(probe: dict[str, Any]) -> float:
@@ -615,8 +899,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--max-loads", type=int, default=8, help="concurrent loads per device")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fake-gpu",
+        metavar="PATH",
+        help="no GPU: run only the warm phase on a shared fake device file (checks the logic)",
+    )
     args = parser.parse_args(argv)
     started = time.time()
+    if args.fake_gpu:
+        return _fake_run(args.fake_gpu, args.json)
     # Workers must number GPUs the way NVML does.
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if not any(importlib.util.find_spec(name) for name in ("torch", "cupy")):
@@ -650,12 +941,15 @@ def main(argv: list[str] | None = None) -> int:
             attributed=p["pid_attributed"],
             settle_s=_settle_s(p),
             max_loads=args.max_loads,
-            budget_s=max(30.0, BUDGET_S - (time.time() - started)),
+            budget_s=max(30.0, BUDGET_S - WARM_BUDGET_S - (time.time() - started)),
             seed=args.seed,
         )
         j = results["jobs"]
         if j["oom_errors"] or j["failed"] or j["unfinished"] or j["not_released"]:
             status = 1
+        budget = max(20.0, BUDGET_S + WARM_BUDGET_S - (time.time() - started))
+        results["warm"] = warm_reuse(dev, ("cuda", args.gpu), ctx, _settle_s(p), budget)
+        status = status or _warm_status(results["warm"])
     except ProbeFailed as exc:
         print(f"gpu_check: {exc}")
         status = 2

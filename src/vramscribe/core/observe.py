@@ -49,6 +49,8 @@ class Tracked:
     state: JobState = JobState.LOADING
     starting: bool = True
     idle_since: float | None = None
+    closing: bool = False
+    """Told to exit (released or replaced): no longer offered as idle, memory still counted."""
     loaded_at: float | None = None
     exited_at: float | None = None
     last_kill_at: float | None = None
@@ -71,6 +73,7 @@ class DeviceInfo:
     id: str
     kind: str
     max_instances: int | None = None
+    s_max: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +144,11 @@ class PolicyShell:
         inst.state = JobState.PROCESSING
 
     def idle(self, inst: Tracked, now: float) -> None:
-        """Its job is done and it stays loaded, waiting for another job of its key."""
+        """Its job is done and it stays loaded, waiting for another job of its key.
+
+        Once it has been idle for ``settle_s`` (longer than the reading lag) its
+        reservation shrinks to what readings show it holding (see ``observe``).
+        """
         inst.idle_since = now
         inst.expected_end = now
 
@@ -186,6 +193,7 @@ class PolicyShell:
                 continue
             inst.observed_mb = self._observed(inst, reading, now, out)
             inst.peak_mb = max(inst.peak_mb, inst.observed_mb)
+            self._settle_idle(inst, now)
             end = max(now, inst.expected_end) if inst.exited_at is None else now
             out.views.append(
                 InstanceView(
@@ -198,7 +206,7 @@ class PolicyShell:
                     inst.priority,
                     inst.instance_id,
                     inst.key,
-                    inst.idle_since if inst.exited_at is None else None,
+                    inst.idle_since if inst.exited_at is None and not inst.closing else None,
                     inst.starting,
                 )
             )
@@ -241,6 +249,7 @@ class PolicyShell:
             max_instances=dev.max_instances,
             foreign_peak_mb=peak,
             cooldown_until=self.cooldown.get(dev.id, 0.0),
+            s_max=dev.s_max,
         )
 
     def _confirm_releases(
@@ -266,6 +275,16 @@ class PolicyShell:
                 inst.last_kill_at = now
                 out.rekill.append(inst)
         self.instances = keep
+
+    def _settle_idle(self, inst: Tracked, now: float) -> None:
+        """An instance idle for longer than the reading lag is fully in the readings: its
+        job's batch slots and growth are no longer spoken for, so its reservation shrinks
+        to what it holds (it does not grow between jobs). Earlier readings may predate
+        its last allocations, so until then the job's reservation stands."""
+        if inst.idle_since is None or inst.exited_at is not None or inst.observed_mb <= 0:
+            return
+        if now - inst.idle_since >= self.settle_s and self.attributed.get(inst.device_id):
+            inst.reserved_mb = min(inst.reserved_mb, inst.observed_mb)
 
     def _observed(self, inst: Tracked, reading: Reading, now: float, out: Observation) -> float:
         """Memory the reading attributes to ``inst``, or its reservation where it cannot."""

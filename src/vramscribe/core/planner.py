@@ -55,6 +55,8 @@ from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 GIB = 1024.0
 # Time a fresh process needs before it starts loading (imports, CUDA init).
 PROCESS_START_S = 3.0
+# A new instance on a busy GPU must add this share of throughput, or the job waits.
+MIN_GAIN = 0.05
 # Jobs from the front of the queue that batch-size choices look ahead over.
 LOOKAHEAD_WINDOW = 64
 
@@ -322,6 +324,12 @@ class _Planner:
             if closed is not None:
                 if not only_warm:
                     self.result.default_reason = closed
+                    # Idle instances may be what closes the devices: the head may evict them.
+                    evicted = self._evict_for(job) if self._idle_left() else None
+                    if evicted is not None:
+                        self.result.reasons[job.id] = (
+                            f"waiting for idle instances on {evicted} to release their memory"
+                        )
                 only_warm = True
                 if not self._idle_left():
                     break
@@ -364,11 +372,29 @@ class _Planner:
             score = 0.0 if est <= dev.free else dev.free - est
             if blocker is None or score > blocker[0]:
                 blocker = (score, dev, est)
+        worth = [c for c in fitting if self._adds_throughput(job, c[0], c[2])]
+        if worth:
+            self._start_new(job, *_place(worth))
+            return
         if fitting:
-            self._start_new(job, *_place(fitting))
+            dev = fitting[0][0]
+            self.result.reasons[job.id] = (
+                f"{dev.snap.id} is saturated: another instance would not add throughput"
+            )
             return
         assert blocker is not None
         self._wait(job, blocker[1], blocker[2])
+
+    def _adds_throughput(self, job: Job, dev: _Dev, batch: int) -> bool:
+        """Would a new instance make ``dev`` faster? On a saturated device it only takes
+        memory that a bigger batch could use once a running instance ends."""
+        if dev.busy == 0 or dev.kind == "cpu":
+            return True
+        s_max = _s_max(job, dev)
+        gain = self.book.batch_gain(job.footprint_key(dev.kind, batch))
+        now = device_throughput(dev.busy, dev.weight, s_max)
+        then = device_throughput(dev.busy + 1, dev.weight + gain, s_max)
+        return then >= now * (1.0 + MIN_GAIN)
 
     def _start_new(self, job: Job, dev: _Dev, est: float, batch: int) -> None:
         end = self.now + _expected_duration(job, self.book, dev.kind, batch, warm=False)
@@ -415,7 +441,7 @@ class _Planner:
         for batch in _batches(job, dev.kind, self.book):
             est = _estimate(job, self.book, dev.kind, batch)
             need = est if inst is None else max(0.0, est - max(inst.reserved_mb, inst.observed_mb))
-            if need > dev.free:
+            if need > 0 and need > dev.free:
                 continue
             if dev.hold is not None and need > dev.extra:
                 warm = inst is not None
@@ -446,8 +472,7 @@ class _Planner:
                 left -= est
                 k += 1
                 gains += 1.0
-        profile = profile_for(job.model)
-        return device_throughput(k, gains, profile.s_max if profile else 2.0)
+        return device_throughput(k, gains, _s_max(job, dev))
 
     def _next_jobs(self, job: Job) -> list[Job]:
         """The runnable jobs right after ``job`` in order (none if it is deep in the queue)."""
@@ -479,23 +504,24 @@ class _Planner:
             _hold_for(job, self.devs, self.book, self.result, self.now)
 
     def _evict_for(self, job: Job) -> str | None:
-        """Release the longest-idle instances (never of ``job``'s key) on the first device
-        where that makes room for ``job``, as a new instance or on an idle one of its key;
-        the device's id, or None."""
+        """Release the longest-idle instances on the first device where that makes room
+        for ``job``, as a new instance or on the idle instance of its key that needs the
+        least growth (that one is never evicted); the device's id, or None."""
         for dev in sorted(self.devs, key=lambda d: d.snap.id):
             est = _estimate(job, self.book, dev.kind)
             if est > dev.usable:
                 continue
             own = [i for i in dev.idle if i.iid not in self.used and i.key == job.reuse_key]
-            # Room needed: a new instance's estimate, or only the growth of a warm one.
-            need = min([est - _held(i) for i in own], default=est)
-            cap_ok = bool(own) or dev.n < dev.cap
+            host = max(own, key=_held, default=None)
+            # Room needed: a new instance's estimate, or only the growth of the warm host.
+            need = est if host is None else est - _held(host)
+            cap_ok = host is not None or dev.n < dev.cap
             victims: list[InstanceView] = []
             free, n = dev.free, dev.n
             for inst in dev.idle:
                 if free >= need and (cap_ok or n < dev.cap):
                     break
-                if inst.iid in self.used or inst.key == job.reuse_key:
+                if inst.iid in self.used or inst is host:
                     continue
                 victims.append(inst)
                 free += _held(inst)
@@ -530,6 +556,13 @@ class _Planner:
             if d.closed_reason(self.settings, self.now) is None
             and d.free >= self.min_loaded[d.kind]
         ]
+
+
+def _s_max(job: Job, dev: _Dev) -> float:
+    if dev.snap.s_max is not None:
+        return dev.snap.s_max
+    profile = profile_for(job.model)
+    return profile.s_max if profile else 2.0
 
 
 def device_throughput(k: int, gains: float, s_max: float) -> float:

@@ -42,6 +42,9 @@ class DeviceSnapshot:
     max_instances: int | None = None
     foreign_peak_mb: float | None = None
     cooldown_until: float = 0.0
+    s_max: float | None = None
+    """How far concurrent instances scale on this device, if known (a T4: about 1.1);
+    None: the models' own figures."""
 
 
 @dataclass(frozen=True, slots=True)

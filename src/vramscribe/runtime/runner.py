@@ -322,7 +322,7 @@ class Runner:
 
     def _close(self, worker: Worker) -> None:
         """No more jobs for this instance: its input ends and it exits."""
-        worker.closing = True
+        worker.closing = worker.inst.closing = True
         self.idle.pop(worker.inst.instance_id, None)
         worker.handle.close()
 
@@ -391,6 +391,7 @@ class Runner:
             worker = self.idle.get(release.instance_id)
             if worker is not None:
                 self._close(worker)
+
         for reject in decisions.rejects:
             task = self.tasks[reject.job_id]
             self.queue.remove(reject.job_id)
@@ -400,8 +401,8 @@ class Runner:
             task = self.tasks[start.job_id]
             if start.instance_id is None:
                 self._spawn(task, start, now)
-            else:
-                self._assign(task, self.idle.pop(start.instance_id), start, now)
+            elif (worker := self.idle.pop(start.instance_id, None)) is not None:
+                self._assign(task, worker, start, now)
         for job in self.queue:
             task = self.tasks[job.id]
             reason = decisions.reason_for(job.id)
@@ -492,7 +493,8 @@ class Runner:
 
     def _kill(self, worker: Worker) -> None:
         worker.inst.last_kill_at = self.clock()
-        worker.closing = True
+        worker.closing = worker.inst.closing = True
+        self.idle.pop(worker.inst.instance_id, None)
         worker.handle.kill()
 
     def _stderr_tail(self, worker: Worker) -> str:

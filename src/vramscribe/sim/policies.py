@@ -35,7 +35,7 @@ class Vramscribe:
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
         self._follow(sim)
         readings = {g.id: g.device.reading(now) for g in sim.gpus}
-        devices = [DeviceInfo(g.id, "cuda") for g in sim.gpus]
+        devices = [DeviceInfo(g.id, "cuda", s_max=g.spec.s_max) for g in sim.gpus]
         seen = self.shell.observe(now, readings, devices)
         for inst in seen.released:
             del self.tracked[inst.pid]

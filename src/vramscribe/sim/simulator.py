@@ -240,6 +240,7 @@ class Simulation:
                 inst = self._fresh(adm, job, gpu)
             self._dequeue(job)
             job.attempts += 1
+            job.batch_size = batch  # what it ran at (a retry keeps it)
             self.first_start.setdefault(job.id, now)
             inst.job, inst.sim_job = job, self.by_id[job.id]
             inst.reserved_mb, inst.expected_end = adm.reserved_mb, adm.expected_end
