@@ -225,3 +225,13 @@ async def test_an_upload_keeps_the_name_it_was_sent_under(api: Api, tmp_path: Pa
     resp = await api.client.post("/v1/jobs", files={"file": (wav.name, wav.read_bytes())})
     assert resp.status_code == 201, resp.text
     assert resp.json()["input"] == "talk [draft].wav"
+
+
+async def test_the_api_documents_every_endpoint(api: Api) -> None:
+    paths = set((await api.client.get("/openapi.json")).json()["paths"])
+    assert paths == {
+        "/healthz", "/readyz", "/metrics", "/v1/devices", "/v1/events", "/v1/jobs",
+        "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/transcript",
+        "/v1/audio/transcriptions",
+    }  # fmt: skip
+    assert (await api.client.get("/docs")).status_code == 200
