@@ -35,6 +35,15 @@ class ScenarioError(VramscribeError):
     """A simulation scenario is malformed."""
 
 
+class InvalidRequest(VramscribeError):
+    """A job request is not valid."""
+
+    def __init__(self, message: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        """The request field at fault, when there is one."""
+
+
 class BadInput(VramscribeError):
     """The input is not audio that can be decoded (empty, truncated, or another kind of file)."""
 

@@ -224,6 +224,9 @@ def test_cancel_events_devices_and_client_commands(tmp_path: Path, services: lis
         ):
             assert time.monotonic() < deadline, "memory of the cancelled job was not released"
             time.sleep(0.2)
+        left = c.get("/v1/devices").json()["devices"][0]
+        assert all(i["state"] == "idle" for i in left["instances"]), left
+        assert left["ours_mb"] <= 1100 * len(left["instances"]), left
         listed = cmd("jobs")
         assert listed.returncode == 0 and short_id in listed.stdout and "cancelled" in listed.stdout
         shown = json.loads(cmd("job", short_id).stdout)

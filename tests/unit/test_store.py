@@ -8,10 +8,8 @@ PostgreSQL cases fail, saying what to run; they never skip.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -21,60 +19,19 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from tests.databases import PG_ENV, postgres_url
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, Transition
 from vramscribe.errors import IllegalTransition
 from vramscribe.store import JobRecord, Store
 from vramscribe.store.schema import Base
 
-PG_ENV = "VRAMSCRIBE_TEST_PG_URL"
-
 P, L, R = JobState.PENDING, JobState.LOADING, JobState.PROCESSING
 C, F, X = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED
-
-
-def postgres_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if url:
-        return url
-    pytest.fail(
-        f"{PG_ENV} is not set, so the PostgreSQL store tests cannot run; run them with "
-        f'make test, or export {PG_ENV}="$(scripts/test-deps.sh)" first',
-        pytrace=False,
-    )
-
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[Engine]:
-    engine = create_engine(postgres_url())
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_admin: Engine) -> Iterator[str]:
-    """A URL whose connections see only a fresh schema of their own."""
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    with pg_admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        scoped = pg_admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with pg_admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    scoped: str = request.getfixturevalue("pg_url")
-    return scoped
 
 
 @pytest.fixture
@@ -125,6 +82,8 @@ def test_add_then_get_returns_every_field(store: Store) -> None:
         "a",
         priority=75,
         input_root="/in",
+        profile="small",
+        filename="talk [draft].wav",
         options={"compute_type": "float16", "batch_size": 8, "fake": {"mb": 500}},
         error="old",
         device_id="cuda:1",
@@ -310,6 +269,7 @@ def test_to_job_carries_state_history_and_engine_options(store: Store) -> None:
     assert (job.compute_type, job.batch_size) == ("int8_float16", 8)
     assert job.history == list(rec.history)
     assert record("b", options={}).to_job().compute_type == "default"
+    assert record("c", profile="large-v3").to_job().model == "large-v3"
 
 
 # -- recovery ---------------------------------------------------------------------------------

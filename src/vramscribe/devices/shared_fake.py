@@ -198,16 +198,16 @@ class SharedFakeDevice:
         return True
 
     def read(self, now: float) -> Reading:
-        """What a query now reports: the state as of ``lag_s`` ago.
+        """What a query at ``now`` reports: the state as of ``now - lag_s``.
 
-        The history is stamped with the device's own clock (taken under its lock), so
-        the lag counts from that clock too: a caller's ``now`` taken a moment before
-        would miss a change recorded by this very query (the release of a process
-        found dead), as no real driver would.
+        The query runs a moment after ``now`` (the caller took the time first), and
+        it is then that processes found gone are dropped: the state is taken as of
+        that moment less the lag, so a lag of 0 never reports a process already
+        known to be dead.
         """
-        with self._transaction() as (doc, stamp):
+        with self._transaction() as (doc, asked):
             history = doc["history"]
-        target = stamp - self.lag_s
+        target = max(now, asked) - self.lag_s
         state = history[0]
         for snap in history:
             if snap["t"] > target:

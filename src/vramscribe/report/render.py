@@ -64,93 +64,73 @@ def headline(report: Report) -> str:
 
 def tables(report: Report) -> list[Rows]:
     """The report's tables, as text cells."""
-    out = [
-        Rows(
-            "models",
-            (
-                "model",
-                "jobs",
-                "done",
-                "audio",
-                "wait p50 / p95",
-                "load p50 / p95",
-                "start to ready p50",
-                "speed",
-                "peak MB",
-            ),
-            tuple(
-                (
-                    m.model,
-                    str(m.jobs),
-                    str(m.completed),
-                    fmt_s(m.audio_s),
-                    _pair(m.wait_p50, m.wait_p95),
-                    _pair(m.load_p50, m.load_p95),
-                    _s(m.ready_p50),
-                    _x(m.speed_x),
-                    DASH if m.peak_mb is None else f"{m.peak_mb:.0f}",
-                )
-                for m in report.models
-            ),
-        ),
-        Rows(
-            "devices",
-            (
-                "device",
-                "memory used",
-                "ours",
-                "instances mean / max",
-                "loading",
-                "transcribing",
-                "held back",
-                "idle",
-                "loads (reloads)",
-                "OOMs",
-            ),
-            tuple(
-                (
-                    d.id,
-                    _pct(d.memory_used),
-                    _pct(d.memory_ours),
-                    f"{d.mean_instances:.2f} / {d.max_instances}",
-                    _pct(d.time.share("loading")),
-                    _pct(d.time.share("transcribing")),
-                    _pct(d.time.share("held_back")),
-                    _pct(d.time.share("idle")),
-                    f"{d.loads} ({d.reloads})",
-                    str(d.ooms),
-                )
-                for d in report.devices
-            ),
-        ),
-    ]
+    out = [_models(report), _devices(report)]
     if report.reasons:
-        out.append(
-            Rows(
-                "why jobs waited",
-                ("reason", "jobs", "changes", "job-seconds"),
-                tuple(
-                    (r.reason, str(r.jobs), str(r.events), fmt_s(r.seconds)) for r in report.reasons
-                ),
-            )
-        )
-    failures = ", ".join(f"{k} {n}" for k, n in report.failures.items()) or "none"
-    out.append(
-        Rows(
-            "failures and releases",
-            ("failures", "OOMs", "retries", "release p50 / max", "loads / avoided"),
-            (
-                (
-                    failures,
-                    str(report.ooms),
-                    str(report.retries),
-                    _pair(report.release_p50, report.release_max),
-                    f"{report.loads} / {report.warm_starts}",
-                ),
-            ),
-        )
-    )
+        out.append(_reasons(report))
+    out.append(_failures(report))
     return [t for t in out if t.rows or t.title != "models"]
+
+
+def _models(report: Report) -> Rows:
+    headers = ("model", "jobs", "done", "audio", "wait p50 / p95", "load p50 / p95",
+               "start to ready p50", "speed", "peak MB")  # fmt: skip
+    rows = tuple(
+        (
+            m.model,
+            str(m.jobs),
+            str(m.completed),
+            fmt_s(m.audio_s),
+            _pair(m.wait_p50, m.wait_p95),
+            _pair(m.load_p50, m.load_p95),
+            _s(m.ready_p50),
+            _x(m.speed_x),
+            DASH if m.peak_mb is None else f"{m.peak_mb:.0f}",
+        )
+        for m in report.models
+    )
+    return Rows("models", headers, rows)
+
+
+def _devices(report: Report) -> Rows:
+    headers = ("device", "memory used", "ours", "instances mean / max", "loading",
+               "transcribing", "held back", "idle", "loads (reloads)", "OOMs")  # fmt: skip
+    rows = tuple(
+        (
+            d.id,
+            _pct(d.memory_used),
+            _pct(d.memory_ours),
+            f"{d.mean_instances:.2f} / {d.max_instances}",
+            _pct(d.time.share("loading")),
+            _pct(d.time.share("transcribing")),
+            _pct(d.time.share("held_back")),
+            _pct(d.time.share("idle")),
+            f"{d.loads} ({d.reloads})",
+            str(d.ooms),
+        )
+        for d in report.devices
+    )
+    return Rows("devices", headers, rows)
+
+
+def _reasons(report: Report) -> Rows:
+    return Rows(
+        "why jobs waited",
+        ("reason", "jobs", "changes", "job-seconds"),
+        tuple((r.reason, str(r.jobs), str(r.events), fmt_s(r.seconds)) for r in report.reasons),
+    )
+
+
+def _failures(report: Report) -> Rows:
+    failures = ", ".join(f"{k} {n}" for k, n in report.failures.items()) or "none"
+    row = (
+        failures,
+        str(report.ooms),
+        str(report.retries),
+        _pair(report.release_p50, report.release_max),
+        f"{report.loads} / {report.warm_starts}",
+    )
+    headers = ("failures", "OOMs", "retries", "release p50 / max", "loads / avoided")
+    return Rows("failures and releases", headers, (row,))
 
 
 NO_FINDINGS = "no findings: nothing in this run crossed a threshold worth acting on"

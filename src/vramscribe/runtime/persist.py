@@ -17,62 +17,18 @@ from vramscribe.core.jobs import JobState
 from vramscribe.engines.base import EngineOptions
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.task import Task
-from vramscribe.store.store import JobRecord, Store
+from vramscribe.store.records import JobRecord, job_values
+from vramscribe.store.store import Store
 
 
 def task_from_record(rec: JobRecord) -> Task:
     """A runnable task for a stored job (its history and attempts carried over)."""
-    options = {k: v for k, v in rec.options.items() if k not in ("profile", "filename")}
-    outputs = [(fmt, Path(path)) for fmt, path in rec.outputs]
     return Task(
         rec.to_job(),
         Path(rec.input_path),
-        EngineOptions.from_dict(options),
-        outputs,
+        EngineOptions.from_dict(rec.options),
+        [(fmt, Path(path)) for fmt, path in rec.outputs],
         progress_s=rec.progress_s,
-    )
-
-
-def record_for(
-    task: Task,
-    now: float,
-    model: str,
-    input_root: Path | None = None,
-    filename: str | None = None,
-) -> JobRecord:
-    """A new store row for a task that is about to be queued.
-
-    ``model`` is what the user typed (shown back to them); the task's job
-    carries the profile name the planner estimates with. ``filename`` is the
-    name a client uploaded under, kept for display only.
-    """
-    options: dict[str, Any] = {**task.engine.to_dict(), "profile": task.job.model}
-    if filename:
-        options["filename"] = filename
-    job = task.job
-    return JobRecord(
-        id=job.id,
-        status=job.state,
-        model=model,
-        priority=job.priority,
-        audio_s=job.audio_s,
-        submitted_at=job.submitted_at,
-        attempts=job.attempts,
-        not_before=job.not_before,
-        estimate_floor_mb=job.estimate_floor_mb,
-        error=job.error,
-        input_path=str(task.input),
-        input_root=str(input_root) if input_root else None,
-        outputs=[(fmt, str(path)) for fmt, path in task.outputs],
-        options=options,
-        progress_s=0.0,
-        device_id=None,
-        worker_pid=None,
-        pending_reason="queued",
-        created_at=now,
-        updated_at=now,
-        finished_at=None,
-        history=tuple(job.history),
     )
 
 
@@ -87,6 +43,10 @@ def end_orphan(pid: int) -> bool:
         return True
     except (psutil.Error, OSError):
         return False
+
+
+# What a job's attempts changed, written with each state change it made.
+ATTEMPT_FIELDS = ("attempts", "error", "not_before", "estimate_floor_mb")
 
 
 class StorePersister:
@@ -107,10 +67,7 @@ class StorePersister:
         done = self._persisted.get(job.id, 0)
         for record in job.history[done:]:
             fields: dict[str, Any] = {
-                "attempts": job.attempts,
-                "error": job.error,
-                "not_before": job.not_before,
-                "estimate_floor_mb": job.estimate_floor_mb,
+                **job_values(job, ATTEMPT_FIELDS),
                 "device_id": task.device_id,
                 "worker_pid": task.worker_pid,
             }

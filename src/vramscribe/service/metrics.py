@@ -26,6 +26,7 @@ from vramscribe.runtime.events import (
 )
 from vramscribe.runtime.task import Task
 from vramscribe.service.scheduler import SchedulerService
+from vramscribe.service.views import device_report
 
 JOBS = "vramscribe_jobs"
 QUEUE_DEPTH = "vramscribe_queue_depth"
@@ -51,8 +52,6 @@ class _Present(Collector):
         self.service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        from vramscribe.service.app import device_report
-
         jobs = GaugeMetricFamily(JOBS, "Jobs by status and model.", labels=["status", "model"])
         for (status, model), n in sorted(self.service.store.counts_by_status_and_model().items()):
             jobs.add_metric([status.value, model], n)
@@ -68,12 +67,14 @@ class _Present(Collector):
         instances = GaugeMetricFamily(
             INSTANCES, "Model instances by device and state.", labels=["device", "state"]
         )
-        for dev in device_report(self.service):
-            for kind in ("total", "others", "ours", "reserved", "free"):
-                mem.add_metric([dev["id"], kind], dev[f"{kind}_mb"] * MB)
-            states = Counter(i["state"] for i in dev["instances"])
+        for dev in device_report(self.service.runner):
+            split = {"total": dev.total_mb, "others": dev.others_mb, "ours": dev.ours_mb,
+                     "reserved": dev.reserved_mb, "free": dev.free_mb}  # fmt: skip
+            for kind, mb in split.items():
+                mem.add_metric([dev.id, kind], mb * MB)
+            states = Counter(i.state for i in dev.instances)
             for state in ("starting", "loading", "processing", "idle", "releasing"):
-                instances.add_metric([dev["id"], state], states.get(state, 0))
+                instances.add_metric([dev.id, state], states.get(state, 0))
         yield mem
         yield instances
         yield CounterMetricFamily(

@@ -4,6 +4,7 @@ SQLite (one file in the data folder) for a single machine, PostgreSQL when
 several services share one queue; the schema is migrated on open.
 """
 
-from vramscribe.store.store import JobRecord, Store
+from vramscribe.store.records import JobRecord
+from vramscribe.store.store import Store
 
 __all__ = ["JobRecord", "Store"]

@@ -1,7 +1,7 @@
 """The tables behind the job store, as SQLAlchemy declarative models.
 
-The initial migration creates the same tables; a test compares a migrated
-database with these models so the two cannot drift apart. Constraint and index
+The migrations create the same tables; a test compares a migrated database
+with these models so the two cannot drift apart. Constraint and index
 names come from one naming convention so they are the same on every backend and
 a later migration can refer to them.
 """
@@ -37,7 +37,10 @@ class Base(DeclarativeBase):
 
 
 class JobRow(Base):
-    """One job; ``status`` holds a ``JobState`` value and changes only with a history row."""
+    """One job; ``status`` holds a ``JobState`` value and changes only with a history row.
+
+    The columns are :class:`~vramscribe.store.records.JobRecord`'s fields, by name.
+    """
 
     __tablename__ = "jobs"
 
@@ -62,6 +65,8 @@ class JobRow(Base):
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double)
+    profile: Mapped[str] = mapped_column(String, server_default="")
+    filename: Mapped[str | None] = mapped_column(Text)
 
     # The planner reads pending jobs by priority; the dashboard counts and lists by status.
     __table_args__ = (

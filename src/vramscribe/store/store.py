@@ -11,39 +11,30 @@ the same job cannot both act on the state they saw.
 from __future__ import annotations
 
 import builtins
-import sqlite3
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.jobs import Job, JobState, Transition, transition
+from vramscribe.core.jobs import JobState, Transition, transition
+from vramscribe.store.database import WRITES, connect, migrate
+from vramscribe.store.records import JobRecord, from_columns, to_columns, to_row
 from vramscribe.store.schema import FootprintRow, HistoryRow, JobRow
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+__all__ = ["DB_FILENAME", "TRANSITION_FIELDS", "UPDATE_FIELDS", "JobRecord", "Store"]
+
 DB_FILENAME = "vramscribe.db"
-# How long a SQLite writer waits for another one before giving up with "database is locked".
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 FOOTPRINT_KEY = "default"
-# Any fixed number: concurrent opens of one PostgreSQL database take turns migrating it.
-_PG_MIGRATION_LOCK = 0x7672_616D  # "vram"
 # Ids per IN (...) list: SQLite caps the number of bound parameters in one statement.
 _CHUNK = 500
-# Execution option marking the transactions that write (SQLite begins those IMMEDIATE).
-_WRITES = "vramscribe_writes"
 
 # Fields a transition may set along with the new state; identity fields never change.
 TRANSITION_FIELDS = frozenset(
@@ -69,61 +60,6 @@ _LIFECYCLE_FIELDS = frozenset(
 UPDATE_FIELDS = (TRANSITION_FIELDS - _LIFECYCLE_FIELDS) | {"updated_at"}
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """Everything the store keeps about one job; ``history`` is filled when asked for.
-
-    ``outputs`` pairs a format with the path its transcript goes to; ``options``
-    are the engine options the job runs with. Times are epoch seconds chosen by
-    the caller, so tests decide what "now" is.
-    """
-
-    id: str
-    status: JobState
-    model: str
-    priority: int
-    audio_s: float
-    submitted_at: float
-    attempts: int
-    not_before: float
-    estimate_floor_mb: float
-    error: str | None
-    input_path: str
-    input_root: str | None
-    outputs: list[tuple[str, str]]
-    options: dict[str, Any]
-    progress_s: float
-    device_id: str | None
-    worker_pid: int | None
-    pending_reason: str
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    history: tuple[Transition, ...] = ()
-
-    def to_job(self) -> Job:
-        """The core's view of this job, so the store can run the core's transition on it.
-
-        The job's model is the memory-profile name the planner estimates with
-        (``options["profile"]``, set when a model was resolved), else the name as typed.
-        """
-        return Job(
-            id=self.id,
-            model=str(self.options.get("profile") or self.model),
-            audio_s=self.audio_s,
-            priority=self.priority,
-            submitted_at=self.submitted_at,
-            compute_type=str(self.options.get("compute_type", "default")),
-            batch_size=int(self.options.get("batch_size", 1)),
-            state=self.status,
-            attempts=self.attempts,
-            not_before=self.not_before,
-            estimate_floor_mb=self.estimate_floor_mb,
-            error=self.error,
-            history=list(self.history),
-        )
-
-
 class Store:
     """Jobs, their histories and the footprint book in SQLite or PostgreSQL.
 
@@ -132,19 +68,14 @@ class Store:
     """
 
     def __init__(self, url: str) -> None:
-        parsed = _normalise_url(url)
-        self._dialect = parsed.get_backend_name()
-        if self._dialect == "sqlite":
-            self._engine = create_engine(parsed, connect_args={"check_same_thread": False})
-            _configure_sqlite(self._engine)
-        else:
-            self._engine = create_engine(parsed, pool_pre_ping=True)
+        self._engine = connect(url)
+        self._dialect = self._engine.dialect.name
         self._reads = sessionmaker(self._engine, expire_on_commit=False)
         self._writes = sessionmaker(
-            self._engine.execution_options(**{_WRITES: True}), expire_on_commit=False
+            self._engine.execution_options(**{WRITES: True}), expire_on_commit=False
         )
         try:
-            self._migrate()
+            migrate(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
@@ -170,7 +101,7 @@ class Store:
         """Store a new job; ``ValueError`` if its id is taken."""
         with self._write() as session:
             (row,) = _insert(session, [record])
-            return _record(row, record.history)
+            return from_columns(row, record.history)
 
     def add_many(self, records: builtins.list[JobRecord]) -> None:
         """Store a batch all-or-nothing, so a bulk submission never half-lands."""
@@ -183,7 +114,7 @@ class Store:
             if row is None:
                 return None
             history = _histories(session, [job_id]).get(job_id, ()) if with_history else ()
-            return _record(row, history)
+            return from_columns(row, history)
 
     def list(
         self, status: JobState | None = None, limit: int = 50, offset: int = 0
@@ -197,7 +128,7 @@ class Store:
         )
         with self._read() as session:
             rows = session.scalars(query.limit(limit).offset(offset)).all()
-            return [_record(row) for row in rows]
+            return [from_columns(row) for row in rows]
 
     def count(self, status: JobState | None = None) -> int:
         query = select(func.count()).select_from(JobRow)
@@ -233,7 +164,7 @@ class Store:
                 select(JobRow).where(JobRow.status == JobState.PENDING.value)
             ).all()
             histories = _histories(session, [row.id for row in rows])
-            return [_record(row, histories.get(row.id, ())) for row in rows]
+            return [from_columns(row, histories.get(row.id, ())) for row in rows]
 
     def transition(
         self, job_id: str, to_state: JobState, now: float, reason: str, **fields: Any
@@ -297,6 +228,11 @@ class Store:
         return moved, pids
 
     # -- footprints ----------------------------------------------------------------
+    def has_footprints(self) -> bool:
+        """Whether a footprint book was ever saved here."""
+        with self._read() as session:
+            return session.get(FootprintRow, FOOTPRINT_KEY) is not None
+
     def load_footprints(self) -> FootprintBook:
         """The learned book, or an empty one (built-in estimates) before the first save."""
         with self._read() as session:
@@ -323,76 +259,6 @@ class Store:
         with self._writes() as session, session.begin():
             yield session
 
-    def _migrate(self) -> None:
-        """Bring the schema to the newest revision; a no-op when it is there already."""
-        with self._engine.execution_options(**{_WRITES: True}).begin() as connection:
-            if self._dialect == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
-            command.upgrade(_alembic_config(connection), "head")
-
-
-def _normalise_url(url: str) -> URL:
-    """Accept plain ``postgresql://`` URLs too; psycopg 3 is the driver we ship."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL, foreign keys and a busy timeout on every connection; we issue BEGIN ourselves.
-
-    Python's sqlite3 module would otherwise begin transactions only before data
-    changes, so a read-then-write (a transition) would not be atomic, and a
-    deferred transaction that upgrades to writing can fail at once with "database
-    is locked" instead of waiting. Writers therefore begin IMMEDIATE.
-    """
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys = ON")
-            _use_wal(cursor)
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        writes = connection.get_execution_options().get(_WRITES, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
-
-
-def _use_wal(cursor: sqlite3.Cursor) -> None:
-    """Switch the file to WAL (it stays so), retrying while another connection holds it.
-
-    The switch needs the file to itself and SQLite does not wait for that with
-    the busy timeout, so several first opens at once would otherwise fail with
-    "database is locked".
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                return
-            cursor.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def _alembic_config(connection: Connection) -> Config:
-    config = Config()
-    # ConfigParser interpolation: a literal % in the path must be doubled.
-    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
-    config.attributes["connection"] = connection
-    return config
-
 
 def _check_fields(fields: Mapping[str, Any], allowed: frozenset[str], what: str) -> dict[str, Any]:
     if "status" in fields:
@@ -404,10 +270,7 @@ def _check_fields(fields: Mapping[str, Any], allowed: frozenset[str], what: str)
         raise ValueError(
             f"{what} cannot set {', '.join(unknown)}; it can set {', '.join(sorted(allowed))}"
         )
-    values = dict(fields)
-    if "outputs" in values:
-        values["outputs"] = [[str(fmt), str(path)] for fmt, path in values["outputs"]]
-    return values
+    return to_columns(fields)
 
 
 def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[JobRow]:
@@ -418,7 +281,7 @@ def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[Job
         taken.update(session.scalars(select(JobRow.id).where(JobRow.id.in_(chunk))))
     if taken:
         raise ValueError(f"job id(s) already taken: {', '.join(sorted(taken))}")
-    rows = [_row(record) for record in records]
+    rows = [to_row(record) for record in records]
     session.add_all(rows)
     try:
         session.flush()  # parents first: history rows refer to them
@@ -444,7 +307,7 @@ def _apply(
     values: Mapping[str, Any],
 ) -> JobRecord:
     """The one place a row changes state: the core decides, then row and history are written."""
-    step = transition(_record(row).to_job(), to_state, now, reason)
+    step = transition(from_columns(row).to_job(), to_state, now, reason)
     last = session.scalar(
         select(func.coalesce(func.max(HistoryRow.seq), 0)).where(HistoryRow.job_id == row.id)
     )
@@ -454,7 +317,7 @@ def _apply(
     for name, value in values.items():
         setattr(row, name, value)
     session.flush()
-    return _record(row, _histories(session, [row.id]).get(row.id, ()))
+    return from_columns(row, _histories(session, [row.id]).get(row.id, ()))
 
 
 def _histories(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[Transition, ...]]:
@@ -481,57 +344,4 @@ def _history_row(job_id: str, seq: int, step: Transition) -> HistoryRow:
         from_state=step.from_state.value,
         to_state=step.to_state.value,
         reason=step.reason,
-    )
-
-
-def _row(record: JobRecord) -> JobRow:
-    return JobRow(
-        id=record.id,
-        status=JobState(record.status).value,
-        model=record.model,
-        priority=record.priority,
-        audio_s=float(record.audio_s),
-        submitted_at=float(record.submitted_at),
-        attempts=record.attempts,
-        not_before=float(record.not_before),
-        estimate_floor_mb=float(record.estimate_floor_mb),
-        error=record.error,
-        input_path=record.input_path,
-        input_root=record.input_root,
-        outputs=[[str(fmt), str(path)] for fmt, path in record.outputs],
-        options=dict(record.options),
-        progress_s=float(record.progress_s),
-        device_id=record.device_id,
-        worker_pid=record.worker_pid,
-        pending_reason=record.pending_reason,
-        created_at=float(record.created_at),
-        updated_at=float(record.updated_at),
-        finished_at=None if record.finished_at is None else float(record.finished_at),
-    )
-
-
-def _record(row: JobRow, history: tuple[Transition, ...] = ()) -> JobRecord:
-    return JobRecord(
-        id=row.id,
-        status=JobState(row.status),
-        model=row.model,
-        priority=row.priority,
-        audio_s=row.audio_s,
-        submitted_at=row.submitted_at,
-        attempts=row.attempts,
-        not_before=row.not_before,
-        estimate_floor_mb=row.estimate_floor_mb,
-        error=row.error,
-        input_path=row.input_path,
-        input_root=row.input_root,
-        outputs=[(fmt, path) for fmt, path in row.outputs],
-        options=dict(row.options),
-        progress_s=row.progress_s,
-        device_id=row.device_id,
-        worker_pid=row.worker_pid,
-        pending_reason=row.pending_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-        history=history,
     )

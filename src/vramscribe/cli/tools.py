@@ -1,0 +1,72 @@
+"""Commands that look rather than run: devices, simulate, report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from vramscribe.console import cell, error
+from vramscribe.devices.select import pick_devices
+from vramscribe.errors import VramscribeError
+from vramscribe.settings import RunSettings, default
+
+
+@click.command()
+@click.option("--device", default=default(RunSettings, "device"), show_default=True)
+def devices(device: str) -> None:
+    """Show the devices vramscribe sees, their memory, and which processes use it."""
+    console = Console()
+    try:
+        found = pick_devices(device, 1)
+    except VramscribeError as exc:
+        error(str(exc), console)
+        sys.exit(2)
+    table = Table("device", "kind", "total", "free", "processes")
+    for dev in found:
+        r = dev.read(0.0)
+        procs = ", ".join(f"{pid}: {mb:.0f} MB" for pid, mb in sorted(r.processes.items()))
+        table.add_row(
+            cell(dev.id),
+            cell(dev.kind),
+            f"{r.total_mb / 1024:.1f} GiB",
+            f"{r.free_mb / 1024:.1f} GiB",
+            cell(procs),
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("source")
+@click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
+@click.option("--model", default="large-v3", show_default=True)
+def simulate(source: str, gpus: str, model: str) -> None:
+    """Plan capacity: how long a folder of audio (or a scenario file) would take."""
+    from vramscribe.sim.capacity import simulate_command
+
+    sys.exit(simulate_command(source, gpus, model, Console()))
+
+
+@click.command()
+@click.argument("run", required=False)
+@click.option(
+    "--html", type=click.Path(dir_okay=False, path_type=Path), help="Write one HTML page."
+)
+@click.option("--png", type=click.Path(file_okay=False, path_type=Path), help="Write charts here.")
+@click.option(
+    "--chrome-trace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a trace for Perfetto or chrome://tracing.",
+)
+def report(run: str | None, html: Path | None, png: Path | None, chrome_trace: Path | None) -> None:
+    """Where time and memory went in a run (default: the latest), with findings.
+
+    RUN is a run folder, its timeline file, or a run's name under the data folder.
+    """
+    from vramscribe.report import report_command
+
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    sys.exit(report_command(run, html, png, chrome_trace, console))

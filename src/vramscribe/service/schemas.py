@@ -1,0 +1,133 @@
+"""The service's request and response bodies, as pydantic models (they also document the API).
+
+Request bodies are read leniently here and checked by
+:class:`~vramscribe.submit.request.JobRequest`, so the service and the CLI
+refuse the same values with the same messages.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vramscribe.submit.request import OPTION_FIELDS
+
+Loose = str | int | float | bool | None
+"""A field value as a client may send it; :meth:`JobRequest.parse` reads it."""
+
+
+class JobByPath(BaseModel):
+    """``POST /v1/jobs`` with JSON: a file under an allowed root, and per-job options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    model: Loose = None
+    language: Loose = None
+    priority: Loose = None
+    beam_size: Loose = None
+    vad_filter: Loose = None
+    word_timestamps: Loose = None
+    initial_prompt: Loose = None
+    hotwords: Loose = None
+    compute_type: Loose = None
+    batch_size: Loose = None
+
+    def options(self) -> dict[str, Loose]:
+        return {name: getattr(self, name) for name in OPTION_FIELDS}
+
+
+class HistoryEntry(BaseModel):
+    time: float
+    from_: str = Field(serialization_alias="from")
+    to: str
+    reason: str
+
+
+class Timings(BaseModel):
+    wait_s: float | None
+    load_s: float | None
+    transcribe_s: float | None
+
+
+class JobOut(BaseModel):
+    """A job as clients see it; ``timings`` only while the scheduler holds it."""
+
+    id: str
+    status: str
+    model: str
+    priority: int
+    audio_s: float
+    progress_s: float
+    progress: float
+    attempts: int
+    error: str | None
+    pending_reason: str | None
+    device: str | None
+    input: str
+    submitted_at: float
+    finished_at: float | None
+    history: list[HistoryEntry]
+    timings: Timings | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class InstanceOut(BaseModel):
+    job_id: str
+    state: str
+    pid: int
+    reserved_mb: float
+    observed_mb: float
+
+
+class DeviceOut(BaseModel):
+    id: str
+    kind: str
+    total_mb: float
+    others_mb: float
+    ours_mb: float
+    reserved_mb: float
+    free_mb: float
+    instances: list[InstanceOut]
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceOut]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class OpenAIText(BaseModel):
+    """OpenAI's ``json`` response format."""
+
+    text: str
+
+
+class OpenAISegment(BaseModel):
+    id: int
+    seek: int = 0
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = []
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+class OpenAIVerbose(BaseModel):
+    """OpenAI's ``verbose_json`` response format."""
+
+    task: str = "transcribe"
+    language: str
+    duration: float
+    text: str
+    segments: list[OpenAISegment]

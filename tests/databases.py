@@ -1,0 +1,26 @@
+"""Databases for the store tests: a SQLite file and a schema of its own on PostgreSQL.
+
+PostgreSQL comes from ``VRAMSCRIBE_TEST_PG_URL`` (``make test`` sets it: its
+``scripts/test-deps.sh`` starts a server with ``scripts/ci-postgres.sh``). Each
+test gets its own schema there, dropped after. Without the variable the
+PostgreSQL cases fail, saying what to run; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+PG_ENV = "VRAMSCRIBE_TEST_PG_URL"
+
+
+def postgres_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if url:
+        return url
+    pytest.fail(
+        f"{PG_ENV} is not set, so the PostgreSQL store tests cannot run; run them with "
+        f'make test, or export {PG_ENV}="$(scripts/test-deps.sh)" first',
+        pytrace=False,
+    )

@@ -1,0 +1,237 @@
+"""Every way a request to the service can be refused, in this process, in milliseconds.
+
+One app serves the whole module (its lifespan starts and stops the scheduler);
+each case sends one request through httpx's ASGI transport and checks the
+status code and the words of the message. The subprocess tests keep what needs
+a real server: kill -9, graceful stops, the real engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import write_wav
+from tests.service_app import TOKEN, service_config, serving
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    root: Path
+    outside: Path
+    data: Path
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    folder = tmp_path_factory.mktemp("service")
+    root = folder / "allowed"
+    write_wav(root / "ok.wav", 4.0)
+    outside = write_wav(folder / "secret.wav", 4.0)
+    (root / "escape.wav").symlink_to(outside)
+    (root / "notes.wav").write_bytes(b"hello, not audio\n" * 50)
+    config = service_config(folder, allowed_roots=(root.resolve(),))
+    async with serving(config) as client:
+        yield Api(client, root, outside, config.data_dir)
+
+
+def upload(content: bytes, name: str = "clip.wav", **fields: str) -> dict[str, Any]:
+    return {"files": {"file": (name, content)}, "data": fields}
+
+
+async def chunked(total: int) -> AsyncIterator[bytes]:
+    """A multipart body sent in chunks, with no Content-Length."""
+    yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    for _ in range(total // (256 * 1024)):
+        yield os.urandom(256 * 1024)
+    yield b"\r\n--xyz--\r\n"
+
+
+NOT_AUDIO = b"hello, not audio\n" * 50
+MULTIPART = {"content-type": "multipart/form-data; boundary=xyz"}
+
+# name, method, path, request arguments, expected status, words in the detail
+CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    ("dotdot", "POST", "/v1/jobs", {"json": {"path": "../secret.wav"}}, 400, ".."),
+    ("symlink escape", "POST", "/v1/jobs", {"json": {"path": "escape.wav"}}, 403, "outside"),
+    ("missing file", "POST", "/v1/jobs", {"json": {"path": "nope.wav"}}, 404, "no such file"),
+    ("empty path", "POST", "/v1/jobs", {"json": {"path": ""}}, 400, "non-empty"),
+    ("nul in path", "POST", "/v1/jobs", {"json": {"path": "a\0b"}}, 400, "non-empty"),
+    ("not audio, by path", "POST", "/v1/jobs", {"json": {"path": "notes.wav"}}, 415,
+     "not usable audio"),
+    ("too large", "POST", "/v1/jobs", upload(os.urandom(2 * 1024 * 1024)), 413, "too large"),
+    ("too large, streamed", "POST", "/v1/jobs",
+     {"content": chunked(3 * 1024 * 1024), "headers": MULTIPART}, 413, "too large"),
+    ("not audio", "POST", "/v1/jobs", upload(NOT_AUDIO, "notes.wav"), 415, "not usable audio"),
+    ("unknown model", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "model": "whisper-galaxy"}},
+     400, "unknown model 'whisper-galaxy'"),
+    ("unknown model, upload", "POST", "/v1/jobs",
+     upload(NOT_AUDIO, model="whisper-galaxy"), 400, "unknown model"),
+    ("invalid JSON", "POST", "/v1/jobs",
+     {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
+     "invalid JSON"),
+    ("JSON not an object", "POST", "/v1/jobs", {"json": ["ok.wav"]}, 422, 'string "path"'),
+    ("JSON without a path", "POST", "/v1/jobs", {"json": {"model": "small"}}, 422,
+     'string "path"'),
+    ("path not a string", "POST", "/v1/jobs", {"json": {"path": 7}}, 422, 'string "path"'),
+    ("unknown fields", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "b": 1, "a": 2}}, 422,
+     "unknown fields: a, b"),
+    ("priority 500", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "priority": 500}}, 422,
+     "priority must be 0-100"),
+    ("priority name", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "priority": "soon"}}, 422,
+     "priority must be one of"),
+    ("priority, upload", "POST", "/v1/jobs", upload(NOT_AUDIO, priority="101"), 422,
+     "priority"),
+    ("batch_size 65", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "batch_size": 65}}, 422,
+     "batch size must be auto or 1-64"),
+    ("batch_size word", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "batch_size": "big"}},
+     422, "batch size"),
+    ("batch_size, upload", "POST", "/v1/jobs", upload(NOT_AUDIO, batch_size="-1"), 422,
+     "batch size"),
+    ("beam_size 0", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "beam_size": 0}}, 422,
+     "beam size must be 1-20"),
+    ("beam_size 21", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "beam_size": "21"}}, 422,
+     "beam size"),
+    ("beam_size word", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "beam_size": "wide"}},
+     422, "beam size"),
+    ("compute_type", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "compute_type": "int3"}},
+     422, "compute_type must be one of"),
+    ("language not text", "POST", "/v1/jobs", {"json": {"path": "ok.wav", "language": 5}}, 422,
+     "language must be a string"),
+    ("no file field", "POST", "/v1/jobs", {"files": {"other": ("a.wav", b"x")}}, 422,
+     "multipart field 'file'"),
+    ("wrong content type", "POST", "/v1/jobs",
+     {"content": b"ok.wav", "headers": {"content-type": "text/plain"}}, 415,
+     "send multipart/form-data"),
+    ("unknown job", "GET", "/v1/jobs/doesnotexist", {}, 404, "no job doesnotexist"),
+    ("cancel unknown job", "DELETE", "/v1/jobs/doesnotexist", {}, 404, "no job"),
+    ("transcript of unknown job", "GET", "/v1/jobs/doesnotexist/transcript", {}, 404, "no job"),
+    ("events of unknown job", "GET", "/v1/jobs/doesnotexist/events", {}, 404, "no job"),
+    ("openai format", "POST", "/v1/audio/transcriptions",
+     upload(NOT_AUDIO, response_format="docx"), 400, "response_format 'docx'"),
+    ("openai not audio", "POST", "/v1/audio/transcriptions", upload(NOT_AUDIO), 415,
+     "not usable audio"),
+    ("openai unknown model", "POST", "/v1/audio/transcriptions",
+     upload(NOT_AUDIO, model="whisper-galaxy"), 400, "unknown model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "method", "path", "kwargs", "status", "words"), CASES,
+                         ids=[c[0] for c in CASES])  # fmt: skip
+async def test_a_bad_request_gets_a_clear_4xx(
+    api: Api, name: str, method: str, path: str, kwargs: dict[str, Any], status: int, words: str
+) -> None:
+    before = set((api.data / "uploads").iterdir())
+    resp = await api.client.request(method, path, **kwargs)
+    assert resp.status_code == status, (name, resp.text)
+    assert words in resp.json()["detail"], (name, resp.text)
+    # Refused uploads leave nothing behind: only accepted jobs keep their audio.
+    assert set((api.data / "uploads").iterdir()) == before
+
+
+async def test_an_absolute_path_outside_the_roots_is_forbidden(api: Api) -> None:
+    resp = await api.client.post("/v1/jobs", json={"path": str(api.outside)})
+    assert resp.status_code == 403 and "outside" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("token", "words"), [(None, "missing bearer token"), ("nope", "wrong token")]
+)
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/devices", "/metrics", "/v1/events", "/docs"])
+async def test_every_api_endpoint_needs_the_token(
+    api: Api, path: str, token: str | None, words: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}" if token else ""}
+    resp = await api.client.get(path, headers=headers)
+    assert resp.status_code == 401 and resp.json()["detail"] == words
+    assert resp.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_token_may_come_in_the_query_for_browsers(api: Api) -> None:
+    resp = await api.client.get(
+        "/v1/devices", params={"token": TOKEN}, headers={"Authorization": ""}
+    )
+    assert resp.status_code == 200 and isinstance(resp.json()["devices"], list)
+
+
+async def test_health_and_the_dashboard_need_no_token(api: Api) -> None:
+    bare = {"Authorization": ""}
+    assert (await api.client.get("/healthz", headers=bare)).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz", headers=bare)).json() == {"status": "ready"}
+    page = await api.client.get("/", headers=bare)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/jobs", {"limit": 0}),
+        ("/v1/jobs", {"limit": 1001}),
+        ("/v1/jobs", {"offset": -1}),
+        ("/v1/jobs", {"status": "sleeping"}),
+        ("/v1/jobs/x/transcript", {"format": "docx"}),
+    ],
+)
+async def test_bad_query_parameters_are_422(api: Api, path: str, params: dict[str, Any]) -> None:
+    assert (await api.client.get(path, params=params)).status_code == 422
+
+
+async def test_an_accepted_job_that_can_never_fit_fails_and_has_no_transcript(api: Api) -> None:
+    resp = await api.client.post(
+        "/v1/jobs", json={"path": "ok.wav", "priority": "high", "batch_size": "auto"}
+    )
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert (job["status"], job["model"], job["priority"], job["input"]) == (
+        "pending", "small", 75, "ok.wav"
+    )  # fmt: skip
+    assert "timings" not in job
+    for _ in range(200):
+        job = (await api.client.get(f"/v1/jobs/{job['id']}")).json()
+        if job["status"] == "failed":
+            break
+        await asyncio.sleep(0.01)
+    assert job["status"] == "failed" and "more than any device" in job["error"], job
+    assert [h["to"] for h in job["history"]] == ["failed"] and "from" in job["history"][0]
+    resp = await api.client.get(f"/v1/jobs/{job['id']}/transcript")
+    assert resp.status_code == 409 and "is failed; no transcript yet" in resp.json()["detail"]
+    cancelled = await api.client.delete(f"/v1/jobs/{job['id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "failed"
+    listed = (await api.client.get("/v1/jobs", params={"status": "failed"})).json()
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["total"] == 1
+    async with api.client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
+        lines = [line async for line in events.aiter_lines() if line.startswith("data: ")]
+    assert json.loads(lines[0][6:])["state"] == "failed"
+
+
+async def test_an_upload_keeps_the_name_it_was_sent_under(api: Api, tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "talk [draft].wav", 2.0)
+    resp = await api.client.post("/v1/jobs", files={"file": (wav.name, wav.read_bytes())})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["input"] == "talk [draft].wav"
+
+
+async def test_the_api_documents_every_endpoint(api: Api) -> None:
+    paths = set((await api.client.get("/openapi.json")).json()["paths"])
+    assert paths == {
+        "/healthz", "/readyz", "/metrics", "/v1/devices", "/v1/events", "/v1/jobs",
+        "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/transcript",
+        "/v1/audio/transcriptions",
+    }  # fmt: skip
+    assert (await api.client.get("/docs")).status_code == 200
