@@ -643,7 +643,11 @@ class _WarmRun:
             if w.inst.exited_at is None and not w.proc.is_alive():
                 self.shell.exited(w.inst, now)
             while w.inst.exited_at is None and w.conn.poll():
-                self._message(w, w.conn.recv(), now)
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):  # it exited after its last message
+                    break
+                self._message(w, msg, now)
         seen = self.shell.observe(
             now, {self.dev.id: self.dev.read(now)}, [DeviceInfo(self.dev.id, "cuda")]
         )
