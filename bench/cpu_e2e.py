@@ -3,7 +3,7 @@
     python bench/cpu_e2e.py [--rounds 3] [--json PATH]
 
 Twelve real-speech files, copies of the test clips (``tests/data/audio``):
-jfk.flac x5 (11 s each), hotwords.mp3 x5 (4 s), multilingual.mp3 x2 (60 s), 235 s
+jfk.flac x5 (11 s each), hotwords.mp3 x5 (4 s), multilingual.mp3 x2 (60 s), 195 s
 in all. Five ways to transcribe them with the bundled tiny.en, with identical
 decoding settings (int8, beam 5, no VAD):
 
