@@ -36,8 +36,8 @@ def watch_submissions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[JobRequest,
     seen: list[tuple[JobRequest, JobRecord]] = []
     submit = Run.submit
 
-    def watched(self: Run, request: JobRequest) -> JobRecord:
-        record = submit(self, request)
+    def watched(self: Run, request: JobRequest, **kwargs: Any) -> JobRecord:
+        record = submit(self, request, **kwargs)
         seen.append((request, record))
         return record
 
