@@ -307,3 +307,21 @@ def test_a_job_that_fits_nowhere_evicts_an_idle_instance(tmp_path: Path) -> None
     assert rig.launcher.workers[0].stdin_closed
     rig.drive(Script(memory_mb=4600.0), until=lambda: big.job.state is JobState.COMPLETED)
     assert rig.device.oom_events == 0
+
+
+def test_a_warm_instance_that_died_while_idle_gives_its_job_back_unharmed(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(safety_margin=0.0, keep_alive_s=600.0)
+    rig = Rig(tmp_path, total_mb=4000, settings=settings)
+    [first] = rig.add(1)
+    rig.drive(until=lambda: first.job.state is JobState.COMPLETED)
+    [worker] = rig.launcher.workers
+    worker.stdin_closed = True  # gone while idle: its exit is not reaped yet
+    [late] = rig.add(1)
+    rig.step()
+    assert worker.kills == 1 and late.job.attempts == 0
+    assert late.job.state is JobState.PENDING and late.job.history == []
+    rig.drive()
+    assert late.job.state is JobState.COMPLETED and late.job.attempts == 1
+    assert len(rig.launcher.workers) == 2

@@ -112,10 +112,6 @@ class Plan:
         return self.reasons.get(job_id, self.default_reason)
 
 
-def effective_priority(job: Job, now: float, settings: Settings) -> float:
-    return job.priority + max(0.0, now - job.submitted_at) / settings.aging_s_per_point
-
-
 def _ordered(pending: Iterable[Job], settings: Settings) -> Iterable[Job]:
     if (
         isinstance(pending, PendingQueue)
@@ -314,7 +310,7 @@ class _Planner:
     ) -> tuple[int, float] | None:
         """The best batch size that fits on ``dev`` (on ``inst`` if warm), with its estimate."""
         best: tuple[float, int, float] | None = None
-        for batch in batch_candidates(job, dev.kind, self.book):
+        for batch in batch_candidates(job):
             est = estimate(job, self.book, dev.kind, batch)
             need = est if inst is None else max(0.0, est - max(inst.reserved_mb, inst.observed_mb))
             if need > 0 and need > dev.free:

@@ -132,7 +132,7 @@ def estimate(job: Job, book: FootprintBook, kind: str, batch: int | None = None)
     return max(est, job.estimate_floor_mb)
 
 
-def batch_candidates(job: Job, kind: str, book: FootprintBook) -> list[int]:
+def batch_candidates(job: Job) -> list[int]:
     """Batch sizes worth trying: the job's own, or the auto candidates that can help."""
     if job.batch_size > 0:
         return [job.batch_size]

@@ -103,10 +103,3 @@ class FakeLauncher:
         worker = FakeWorker(self.next_pid, spec, log_path, deliver, specs=[spec])
         self.workers.append(worker)
         return worker
-
-    def for_input(self, name: str) -> FakeWorker:
-        """The latest worker launched for the input file called ``name``."""
-        for worker in reversed(self.workers):
-            if Path(worker.spec.input).name == name:
-                return worker
-        raise KeyError(name)

@@ -75,7 +75,7 @@ class Worker:
     device: Device
     handle: WorkerHandle
     inst: Tracked
-    started_at: float
+    log_path: Path
     last_event_at: float
     stdout_closed: bool = False
     exit_seen_at: float | None = None
@@ -84,7 +84,6 @@ class Worker:
     closing: bool = False
     last_task: Task | None = None
     error: tuple[FailureKind, str] | None = None
-    log_path: Path = Path()
 
     @property
     def pid(self) -> int:
@@ -455,8 +454,7 @@ class Runner:
         inst = Tracked(job.id, start.device_id, handle.pid, start.reserved_mb, start.expected_end)
         inst.priority, inst.key = job.priority, job.reuse_key
         self.shell.start(inst)
-        worker = Worker(task, device, handle, inst, now, now, closing=not self.settings.reuse)
-        worker.log_path = log_path
+        worker = Worker(task, device, handle, inst, log_path, now, closing=not self.settings.reuse)
         self.instances[handle.pid] = self.workers[job.id] = worker
         task.worker_pid = handle.pid
         reason = f"starting on {start.device_id} (reserved {start.reserved_mb:.0f} MB{batch})"
