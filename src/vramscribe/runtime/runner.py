@@ -133,6 +133,7 @@ class Runner:
         self.loads_avoided = 0
         self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
+        self._added = False  # a job arrived since the last plan: plan without waiting
         run_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -146,6 +147,7 @@ class Runner:
         self.tasks[task.job.id] = task
         if task.job.state is JobState.PENDING:
             self.queue.push(task.job)
+            self._added = True
         self._publish(JobChanged(task))
 
     def fail_now(self, task: Task, reason: str) -> None:
@@ -224,7 +226,9 @@ class Runner:
 
     # -- one iteration -------------------------------------------------------------
     def step(self) -> None:
-        self._drain_inbox(self.poll_s)
+        # New work is planned at once, not a poll interval later (a batch's first launch).
+        self._drain_inbox(0.0 if self._added else self.poll_s)
+        self._added = False
         now = self.clock()
         self._reap(now)
         self._check_hangs(now)
