@@ -51,6 +51,8 @@ class Transcription(Iterator[Result]):
         self._open = True
 
     def __next__(self) -> Result:
+        if not self._open:
+            raise StopIteration
         try:
             return next(self._results)
         except StopIteration:
