@@ -18,11 +18,11 @@ import httpx
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 
+from tests.acceptance import test_dashboard
 from tests.acceptance.conftest import TOKEN, Service, start_service
-from tests.acceptance.test_dashboard import (  # noqa: F401  (browser is a fixture)
+from tests.acceptance.test_dashboard import (
     assert_no_script_errors,
     assert_only_local_requests,
-    browser,
     completed_row,
     connection,
     fake_service,
@@ -36,6 +36,7 @@ from tests.conftest import SPEECH_AUDIO, write_wav
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.wer import word_error_rate
 
+browser = test_dashboard.browser  # the same headless chromium fixture
 JFK = json.loads((SPEECH_AUDIO / "references.json").read_text())["jfk.flac"]["text"]
 
 
@@ -49,7 +50,8 @@ def drop_file(driver: WebDriver, path: Path, mime: str) -> None:
         dt.items.add(new File([bytes], arguments[0], { type: arguments[2] }));
         const zone = document.getElementById('dropzone');
         for (const type of ['dragenter', 'dragover', 'drop']) {
-          zone.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+          const init = { dataTransfer: dt, bubbles: true, cancelable: true };
+          zone.dispatchEvent(new DragEvent(type, init));
         }
         """,
         path.name,
@@ -100,7 +102,8 @@ def test_a_dropped_file_is_transcribed_and_its_segments_play_the_audio(
                         "--allowed-root", str(served))  # fmt: skip
     services.append(svc)
     open_live(browser, svc)
-    wait_for(browser, "the default model", lambda: js(browser, "return $m = document.getElementById('opt-model').value"))
+    model = "return document.getElementById('opt-model').value"
+    assert wait_for(browser, "the default model", lambda: js(browser, model)) == "tiny.en"
     assert browser.find_element("id", "path-row").is_displayed()
 
     browser.find_element("css selector", '#opt-formats input[value="vtt"]').click()  # not wanted
@@ -123,12 +126,19 @@ def test_a_dropped_file_is_transcribed_and_its_segments_play_the_audio(
     lines = wait_for(
         browser,
         "the transcript's segments",
-        lambda: js(browser, """return [...document.querySelectorAll('#segments li')]
-                                 .map((li) => [Number(li.dataset.start), li.innerText]);"""),
+        lambda: js(
+            browser,
+            """return [...document.querySelectorAll('#segments li')]
+                                 .map((li) => [Number(li.dataset.start), li.innerText]);""",
+        ),
     )
     assert word_error_rate(JFK, " ".join(text.split("]", 1)[1] for _, text in lines)) == 0.0
     assert all(text.startswith("[00:") for _, text in lines)
-    wait_for(browser, "the audio's metadata", lambda: js(browser, "return player.readyState >= 1"))
+    wait_for(
+        browser,
+        "the audio's metadata",
+        lambda: js(browser, "return document.getElementById('player').readyState >= 1"),
+    )
     target = max(range(len(lines)), key=lambda i: lines[i][0])  # the latest segment
     start = lines[target][0]
     assert start > 2.0, lines
@@ -138,8 +148,9 @@ def test_a_dropped_file_is_transcribed_and_its_segments_play_the_audio(
         "the player to seek to the segment",
         lambda: js(
             browser,
-            """return !player.seeking && player.currentTime >= arguments[0] - 0.05
-                 && player.seekable.length > 0 && [player.currentTime, player.seekable.end(0)];""",
+            """const p = document.getElementById('player');
+               return !p.seeking && p.currentTime >= arguments[0] - 0.05
+                 && p.seekable.length > 0 && [p.currentTime, p.seekable.end(0)];""",
             start,
         ),
     )
@@ -192,15 +203,20 @@ def test_cancel_from_the_page_frees_the_memory_and_retry_runs_it_again(
     wait_for(browser, "the running job cancelled", lambda: (
         (row := job_row(browser, "recent", first)) and row["status"] == "cancelled"))  # fmt: skip
     wait_for(browser, "our memory back to zero", lambda: ours_mb(browser) == 0)
-    assert gpu.used_mb() == pytest.approx(700, abs=1)  # only the neighbour's memory is in use
+    assert gpu.true_state().used_mb == pytest.approx(
+        700, abs=1
+    )  # only the neighbour's memory is in use
     screenshot(browser, "workbench-cancelled")
 
     click_action(browser, "recent", second, "retry")
     again = wait_for(
         browser,
         "the retry's new job",
-        lambda: js(browser, """return [...document.querySelectorAll('#submissions li')]
-                   .find((li) => li.dataset.name.startsWith('retry of'))?.dataset.jobId"""),
+        lambda: js(
+            browser,
+            """return [...document.querySelectorAll('#submissions li')]
+                   .find((li) => li.dataset.name.startsWith('retry of'))?.dataset.jobId""",
+        ),
     )
     assert again and again != second
     wait_for(browser, "the retried job completed", completed_row(browser, again))

@@ -70,9 +70,14 @@ def test_outputs_when_asked_for_and_folders_searched(tmp_path: Path) -> None:
     out = tmp_path / "out"
     results = list(
         vramscribe.transcribe(
-            tmp_path / "in", model="tiny.en", device="cpu", formats=["txt", "json"], out_dir=out,
-            language="en", word_timestamps=True,
-        )  # fmt: skip
+            tmp_path / "in",
+            model="tiny.en",
+            device="cpu",
+            formats=["txt", "json"],
+            out_dir=out,
+            language="en",
+            word_timestamps=True,
+        )
     )
     assert all(r.ok for r in results) and len(results) == 2
     jfk = next(r for r in results if r.path.name == "jfk.flac")
