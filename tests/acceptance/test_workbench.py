@@ -228,3 +228,29 @@ def test_cancel_from_the_page_frees_the_memory_and_retry_runs_it_again(
     assert "cancel" in reason
     screenshot(browser, "workbench-reason")
     assert_no_script_errors(browser)
+
+
+def test_a_picked_file_that_fails_shows_its_full_reason(
+    tmp_path: Path, services: list[Service], browser: WebDriver
+) -> None:
+    gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=3000)
+    cfg = {"device_path": str(gpu.path), "memory_mb": 500, "load_s": 0.2, "fail": "load_error"}
+    svc = start_service(tmp_path, "--device", f"fake:{gpu.path}", "--model", "small", fake=cfg)
+    services.append(svc)
+    open_live(browser, svc)
+    wav = write_wav(tmp_path / "in" / "picked.wav", 5.0)
+    browser.find_element("id", "file-input").send_keys(str(wav))  # the file picker's answer
+    job_id = submitted_id(browser, "picked.wav")
+    row = wait_for(browser, "the job failed", lambda: (
+        (r := job_row(browser, "recent", job_id)) and r["status"] == "failed" and r))  # fmt: skip
+    with svc.client() as c:
+        error = c.get(f"/v1/jobs/{job_id}").json()["error"]
+    assert "fake load failure" in error and error in row["text"]
+    click_action(browser, "recent", job_id, "open")
+    shown = wait_for(browser, "the failure in the viewer", lambda: js(
+        browser, "return document.getElementById('viewer-error')?.innerText"))  # fmt: skip
+    assert shown == error
+    history = js(browser, "return document.querySelector('#viewer .history').innerText")
+    assert "→ failed" in history and "fake load failure" in history
+    screenshot(browser, "workbench-failed")
+    assert_no_script_errors(browser)
