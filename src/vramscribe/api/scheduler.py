@@ -12,8 +12,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,7 @@ from typing import Any
 from vramscribe.api.result import Event, Result, event_of, result_of
 from vramscribe.core.jobs import JobState
 from vramscribe.core.settings import Settings
-from vramscribe.errors import InvalidRequest
+from vramscribe.errors import InvalidRequest, VramscribeError
 from vramscribe.outputs import output_path
 from vramscribe.runtime.events import JobChanged, RunnerEvent, task_of
 from vramscribe.runtime.task import Task
@@ -155,7 +156,7 @@ class Scheduler:
             unknown = [i for i in ids if i not in self._submitted]
             if unknown:
                 raise KeyError(f"no job {unknown[0]}")
-            if not self._cond.wait_for(lambda: all(i in self._results for i in ids), timeout):
+            if not self._wait_for(lambda: all(i in self._results for i in ids), timeout):
                 raise TimeoutError(f"{len(ids)} job(s) not finished after {timeout} s")
             return [self._results[i] for i in ids]
 
@@ -166,7 +167,7 @@ class Scheduler:
         """
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._read < len(self._finished) or self._idle())
+                self._wait_for(lambda: self._read < len(self._finished) or self._idle())
                 if self._read >= len(self._finished):
                     return
                 result = self._results[self._finished[self._read]]
@@ -181,7 +182,7 @@ class Scheduler:
         """
         while True:
             with self._cond:
-                self._cond.wait_for(
+                self._wait_for(
                     lambda: bool(self._events) or self._closed or (not follow and self._idle())
                 )
                 if not self._events:
@@ -198,7 +199,8 @@ class Scheduler:
             runner = self._run.runner
             runner.call_soon(lambda: runner.stop("cancelled: the scheduler was closed"))
         with self._cond:
-            self._cond.wait_for(self._idle)
+            if not self._closed:
+                self._wait_for(self._idle)
         self._run.stop()
         self._run.close()
         with self._cond:
@@ -218,6 +220,18 @@ class Scheduler:
         self.close(cancel=exc_type is not None)
 
     # -- plumbing ------------------------------------------------------------------
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """``Condition.wait_for`` (lock held) that notices a scheduler thread that died."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not predicate():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if not self._closed and not self._run.alive:
+                raise VramscribeError("the scheduler's thread stopped; see the log")
+            self._cond.wait(min(1.0, left) if left is not None else 1.0)
+        return True
+
     def _idle(self) -> bool:
         return len(self._results) >= len(self._submitted)
 

@@ -31,8 +31,8 @@ def transcribe(
     an unknown model or a bad option raises here, before any work. ``options``
     are :class:`Scheduler`'s (``formats`` and ``out_dir`` write files too;
     ``language``, ``priority``, ``beam_size``, ...). Stopping early (``close()``,
-    ``break`` inside ``with``, or the iterator being dropped) cancels the files
-    that have not started; the running ones finish.
+    or ``break`` inside ``with``) cancels the files that have not started; the
+    running ones finish. An iterator dropped unfinished stops them all.
     """
     return Transcription(Scheduler(model, device, **options), _inputs(paths))
 
@@ -87,8 +87,9 @@ class Transcription(Iterator[Result]):
             self._end(cancel=True)
 
     def __del__(self) -> None:
+        # Dropped unfinished: nothing will read the results, so stop everything now.
         if getattr(self, "_open", False):
-            self.close()
+            self._end(cancel=True)
 
 
 def _inputs(paths: str | Path | Iterable[str | Path]) -> list[tuple[Path, Path]]:
