@@ -15,11 +15,13 @@ import hmac
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from vramscribe.core.jobs import JobState
 from vramscribe.outputs import FORMATS
 from vramscribe.service.deps import Service, record_or_404
 from vramscribe.service.intake import submit_file
@@ -41,6 +43,20 @@ _NO_TOKEN_KEY = secrets.token_bytes(32)
 """The signing key of a service without a token (URLs then last one process)."""
 
 
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals an operation can answer with, for its OpenAPI description."""
+    return {code: {"model": Problem} for code in codes}
+
+
+_AUDIO_TYPES = {"audio/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
 class AudioUrl(BaseModel):
     url: str
     expires: int
@@ -60,14 +76,14 @@ def sign(service: SchedulerService, job_id: str, expires: int) -> str:
     return hmac.new(key, f"{job_id}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-@router.get("/v1/workbench", response_model=WorkbenchInfo)
+@router.get("/v1/workbench", response_model=WorkbenchInfo, responses=_problems(401))
 def workbench(service: Service) -> WorkbenchInfo:
     config = service.config
     roots = [str(root) for root in config.allowed_roots]
     return WorkbenchInfo(model=config.model, formats=list(FORMATS), allowed_roots=roots)
 
 
-@router.get("/v1/jobs/{job_id}/audio-url", response_model=AudioUrl)
+@router.get("/v1/jobs/{job_id}/audio-url", response_model=AudioUrl, responses=_problems(401, 404))
 def audio_url(job_id: str, service: Service) -> AudioUrl:
     """A URL that plays this job's audio without the token, for an hour."""
     record_or_404(service, job_id)
@@ -76,9 +92,21 @@ def audio_url(job_id: str, service: Service) -> AudioUrl:
     return AudioUrl(url=f"/v1/jobs/{job_id}/audio?expires={expires}&sig={sig}", expires=expires)
 
 
-@signed.get("/v1/jobs/{job_id}/audio", response_class=FileResponse)
+@signed.get(
+    "/v1/jobs/{job_id}/audio",
+    response_class=FileResponse,
+    responses={
+        200: {"content": _AUDIO_TYPES, "description": "The whole file."},
+        206: {"content": _AUDIO_TYPES, "description": "The byte range asked for."},
+        416: {"description": "A range outside the file."},
+        **_problems(403, 404, 410),
+    },
+)
 def audio(
-    job_id: str, service: Service, expires: int = Query(..., ge=0), sig: str = Query(...)
+    job_id: str,
+    service: Service,
+    expires: int = Query(..., ge=0, le=2**63 - 1),
+    sig: str = Query(..., max_length=128),
 ) -> FileResponse:
     """The job's audio, as submitted; ``Range`` requests are answered with 206."""
     if not hmac.compare_digest(sig, sign(service, job_id, expires)):
@@ -92,11 +120,16 @@ def audio(
     return FileResponse(path, filename=rec.filename or path.name, content_disposition_type="inline")
 
 
-@router.post("/v1/jobs/{job_id}/retry", status_code=201, response_model=JobOut)
+@router.post(
+    "/v1/jobs/{job_id}/retry",
+    status_code=201,
+    response_model=JobOut,
+    responses=_problems(400, 401, 404, 409, 410, 415),
+)
 async def retry(job_id: str, service: Service) -> JobOut:
     """A new job with the same audio and options as a job that failed or was cancelled."""
     rec = record_or_404(service, job_id)
-    if rec.status.value not in ("failed", "cancelled"):
+    if rec.status not in (JobState.FAILED, JobState.CANCELLED):
         raise HTTPException(409, f"job {job_id} is {rec.status.value}; only ended jobs are retried")
     path = Path(rec.input_path)
     if not path.is_file():
