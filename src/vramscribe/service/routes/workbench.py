@@ -129,8 +129,10 @@ def audio(
 async def retry(job_id: str, service: Service) -> JobOut:
     """A new job with the same audio and options as a job that failed or was cancelled."""
     rec = record_or_404(service, job_id)
-    if rec.status not in (JobState.FAILED, JobState.CANCELLED):
-        raise HTTPException(409, f"job {job_id} is {rec.status.value}; only ended jobs are retried")
+    live = service.live(job_id)  # the scheduler's state may be a moment ahead of the store's
+    status = live.job.state if live is not None else rec.status
+    if status not in (JobState.FAILED, JobState.CANCELLED):
+        raise HTTPException(409, f"job {job_id} is {status.value}; only ended jobs are retried")
     path = Path(rec.input_path)
     if not path.is_file():
         raise HTTPException(410, f"the audio of job {job_id} is no longer kept")
