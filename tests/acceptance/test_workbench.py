@@ -40,15 +40,15 @@ browser = test_dashboard.browser  # the same headless chromium fixture
 JFK = json.loads((SPEECH_AUDIO / "references.json").read_text())["jfk.flac"]["text"]
 
 
-def drop_file(driver: WebDriver, path: Path, mime: str) -> None:
-    """Drop ``path`` on the page's drop zone, as a file dragged from the desktop arrives."""
+def drop_file(driver: WebDriver, path: Path, mime: str, target: str = "dropzone") -> None:
+    """Drop ``path`` on the element ``target``, as a file dragged from the desktop arrives."""
     js(
         driver,
         """
         const bytes = Uint8Array.from(atob(arguments[1]), (c) => c.charCodeAt(0));
         const dt = new DataTransfer();
         dt.items.add(new File([bytes], arguments[0], { type: arguments[2] }));
-        const zone = document.getElementById('dropzone');
+        const zone = document.getElementById(arguments[3]);
         for (const type of ['dragenter', 'dragover', 'drop']) {
           const init = { dataTransfer: dt, bubbles: true, cancelable: true };
           zone.dispatchEvent(new DragEvent(type, init));
@@ -57,6 +57,7 @@ def drop_file(driver: WebDriver, path: Path, mime: str) -> None:
         path.name,
         base64.b64encode(path.read_bytes()).decode(),
         mime,
+        target,
     )
 
 
@@ -184,7 +185,8 @@ def test_cancel_from_the_page_frees_the_memory_and_retry_runs_it_again(
     open_live(browser, svc)
     drop_file(browser, write_wav(tmp_path / "in" / "first.wav", 30.0), "audio/wav")
     first = submitted_id(browser, "first.wav")
-    drop_file(browser, write_wav(tmp_path / "in" / "second.wav", 10.0), "audio/wav")
+    # Dropped beside the drop zone (on the devices card): taken all the same.
+    drop_file(browser, write_wav(tmp_path / "in" / "second.wav", 10.0), "audio/wav", "devices")
     second = submitted_id(browser, "second.wav")
 
     wait_for(
@@ -194,6 +196,8 @@ def test_cancel_from_the_page_frees_the_memory_and_retry_runs_it_again(
     )
     wait_for(browser, "the second job waiting", lambda: job_row(browser, "queue", second))
     assert wait_for(browser, "our memory on the device", lambda: ours_mb(browser)) >= 1000
+    with svc.client() as c:
+        assert c.get("/v1/jobs").json()["total"] == 2  # each drop submitted once
     screenshot(browser, "workbench-before-cancel")
 
     click_action(browser, "queue", second, "cancel")
