@@ -201,8 +201,9 @@ def test_cancel_from_the_page_frees_the_memory_and_retry_runs_it_again(
     screenshot(browser, "workbench-before-cancel")
 
     click_action(browser, "queue", second, "cancel")
-    wait_for(browser, "the waiting job cancelled", lambda: (
-        (row := job_row(browser, "recent", second)) and row["status"] == "cancelled"))  # fmt: skip
+    cancelled = wait_for(browser, "the waiting job cancelled", lambda: (
+        (r := job_row(browser, "recent", second)) and r["status"] == "cancelled" and r))  # fmt: skip
+    assert "cancelled by client" in cancelled["text"]
     click_action(browser, "running", first, "cancel")
     wait_for(browser, "the running job cancelled", lambda: (
         (row := job_row(browser, "recent", first)) and row["status"] == "cancelled"))  # fmt: skip
