@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -201,8 +202,12 @@ def test_cancel_from_the_page_frees_the_memory_and_retry_runs_it_again(
     screenshot(browser, "workbench-before-cancel")
 
     click_action(browser, "queue", second, "cancel")
-    cancelled = wait_for(browser, "the waiting job cancelled", lambda: (
-        (r := job_row(browser, "recent", second)) and r["status"] == "cancelled" and r))  # fmt: skip
+
+    def second_cancelled() -> dict[str, Any] | None:
+        row = job_row(browser, "recent", second)
+        return row if row is not None and row["status"] == "cancelled" else None
+
+    cancelled = wait_for(browser, "the waiting job cancelled", second_cancelled)
     assert "cancelled by client" in cancelled["text"]
     click_action(browser, "running", first, "cancel")
     wait_for(browser, "the running job cancelled", lambda: (
