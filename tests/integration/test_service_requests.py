@@ -232,6 +232,7 @@ async def test_the_api_documents_every_endpoint(api: Api) -> None:
     assert paths == {
         "/healthz", "/readyz", "/metrics", "/v1/devices", "/v1/events", "/v1/jobs",
         "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/transcript",
-        "/v1/audio/transcriptions",
+        "/v1/audio/transcriptions", "/v1/workbench", "/v1/jobs/{job_id}/retry",
+        "/v1/jobs/{job_id}/audio-url", "/v1/jobs/{job_id}/audio",
     }  # fmt: skip
     assert (await api.client.get("/docs")).status_code == 200

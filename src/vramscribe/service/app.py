@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from vramscribe.service.deps import require_token
 from vramscribe.service.limits import UploadLimit
 from vramscribe.service.metrics import Metrics
-from vramscribe.service.routes import events, health, jobs, openai, transcripts
+from vramscribe.service.routes import events, health, jobs, openai, transcripts, workbench
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.settings import ServiceConfig
 
@@ -35,7 +35,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.metrics = Metrics(service)
     app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes)
     app.include_router(health.public)
-    for module in (health, jobs, transcripts, events, openai):
+    app.include_router(workbench.signed)  # signed per job instead of the token
+    for module in (health, jobs, transcripts, events, openai, workbench):
         app.include_router(module.router, dependencies=[Depends(require_token)])
     return app
 
