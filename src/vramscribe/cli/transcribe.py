@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from vramscribe.cli.batch import print_summary, run_batch
+from vramscribe.cli.existing import Sorted, sort_inputs
 from vramscribe.cli.options import (
     DEFAULT_PRIORITY_NAME,
     fake_config,
@@ -23,7 +24,7 @@ from vramscribe.console import error, say, stderr_console
 from vramscribe.core.jobs import JobState
 from vramscribe.core.settings import Settings
 from vramscribe.errors import InvalidRequest, VramscribeError
-from vramscribe.outputs import FORMATS, missing_outputs, output_path
+from vramscribe.outputs import FORMATS
 from vramscribe.settings import default
 from vramscribe.submit.request import (
     COMPUTE_TYPES,
@@ -128,14 +129,15 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         (rec.input_path, rec.model, tuple(sorted(rec.outputs))): rec
         for rec in (store.pending() if sole else [])
     }
-    skipped = resumed = 0
-    for file, root in found.files:
-        if not opts["overwrite"] and not missing_outputs(
-            file, root, template.formats, opts["out_dir"]
-        ):
-            skipped += 1
-            continue
-        outputs = tuple((f, output_path(file, root, f, opts["out_dir"])) for f in template.formats)
+    files = sort_inputs(
+        found.files, template.formats, opts["out_dir"], store.ledger,
+        overwrite=opts["overwrite"], engine=engine.to_dict(), now=started,
+    )  # fmt: skip
+    if (renamed := files.naming.message()) is not None:
+        say(renamed, console)
+    resumed = 0
+    for file, root in files.todo:
+        outputs = files.naming.outputs[file]
         request = replace(
             template, input=file, input_root=root, outputs=outputs, job_id=new_job_id()
         )
@@ -145,16 +147,32 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
             resumed += 1
         else:
             run.submit(request, submitted_at=started)  # one submission: longest file first
-    if resumed:
-        say(f"resuming {resumed} job(s) an interrupted run left unfinished", console)
-    if skipped:
-        say(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)", console)
+    _say_sorted(files, resumed, console)
     if not run_batch(run, console):
         return 130
     tasks = list(run.runner.tasks.values())
     print_summary(console, tasks, run.runner, started)
     ok = all(t.job.state is JobState.COMPLETED for t in tasks) and not found.errors
+    ok = ok and not files.errors
     return 0 if ok else 1
+
+
+def _say_sorted(files: Sorted, resumed: int, console: Console) -> None:
+    if resumed:
+        say(f"resuming {resumed} job(s) an interrupted run left unfinished", console)
+    if files.skipped:
+        say(
+            f"skipping {files.skipped} file(s) whose outputs exist (use --overwrite to redo)",
+            console,
+        )
+    if files.rewritten:
+        say(
+            f"wrote the outputs of {files.rewritten} file(s) from transcripts an earlier run "
+            "kept when it could not write them",
+            console,
+        )
+    for problem in files.errors:
+        error(problem, console, label="failed")
 
 
 def batch_request(opts: dict[str, Any]) -> JobRequest:

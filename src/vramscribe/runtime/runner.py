@@ -56,7 +56,7 @@ from vramscribe.runtime.events import (
     Tick,
 )
 from vramscribe.runtime.launcher import Launcher, ProcessLauncher, WorkerHandle
-from vramscribe.runtime.outcome import write_outputs
+from vramscribe.runtime.outcome import kept_message, write_outputs
 from vramscribe.runtime.task import Task
 
 __all__ = ["MemorySplit", "Runner", "Task", "Worker"]
@@ -504,16 +504,19 @@ class Runner:
 
     # -- outcomes ------------------------------------------------------------------
     def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
-        problem = write_outputs(result, task.outputs)
-        if problem is not None:
-            self._failed(worker, task, now, FailureKind.CRASH, problem)
-            return
         key = task.job.footprint_key(worker.device.kind, task.batch_size)
         peak = max(worker.inst.peak_mb, worker.loaded_mb)
         if peak > 0:
             self.book.observe_peak(key, peak, task.job.audio_s)
         if task.transcribe_s and task.job.audio_s:
             self.book.observe_speed(key, task.job.audio_s / task.transcribe_s)
+        problem = write_outputs(result, task.outputs)
+        if problem is not None:
+            # The transcription is fine; only the outputs failed. Keep the transcript
+            # instead of redoing the work (which would fail the same way).
+            task.kept_result = result
+            self._failed(worker, task, now, FailureKind.OUTPUT, kept_message(problem, result))
+            return
         task.progress_s = task.job.audio_s
         transition(task.job, JobState.COMPLETED, now, "transcribed")
         self._publish(JobChanged(task))

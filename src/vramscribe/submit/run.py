@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -21,8 +22,10 @@ from vramscribe.core.footprints import FootprintBook
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound
+from vramscribe.naming import claim, path_key
 from vramscribe.paths import new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
+from vramscribe.runtime.ledger import LedgerWriter
 from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
@@ -48,6 +51,7 @@ class Run:
         self.timeline = Timeline(runner, runner.run_dir / "timeline.jsonl")
         self.persister = StorePersister(store)
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
+        runner.listeners.append(LedgerWriter(store.ledger))
         self.orphans_ended: list[int] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,6 +72,7 @@ class Run:
         and failed at once, so a batch's summary names it.
         """
         model = choose_model(request.model, request.engine)
+        request = self._distinct_outputs(request)
         now = self.runner.clock() if submitted_at is None else submitted_at
         failure: str | None = None
         try:
@@ -85,6 +90,18 @@ class Run:
         else:
             self._on_runner_thread(lambda: self.runner.add(new.task))
         return record
+
+    def _distinct_outputs(self, request: JobRequest) -> JobRequest:
+        """``request`` with outputs no other input writes or owns (see :mod:`vramscribe.naming`)."""
+        claimed = {
+            path_key(path): path_key(task.input)
+            for task in list(self.runner.tasks.values())
+            if not task.job.state.is_final
+            for _, path in task.outputs
+        }
+        records = self.store.ledger.sources(path for _, path in request.outputs)
+        outputs = claim(request.input, request.outputs, records, claimed)
+        return request if outputs == request.outputs else replace(request, outputs=outputs)
 
     def resume(self, record: JobRecord, engine: EngineOptions | None = None) -> Task:
         """Queue a stored pending job again, its history carried over (``engine``: new options)."""
