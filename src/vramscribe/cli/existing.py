@@ -79,7 +79,7 @@ def _from_kept(
     kept = ledger.kept_for(source, matcher(engine))
     if kept is None:
         return False
-    problem = write_outputs(kept.result_path, list(outputs))
+    problem = write_outputs(kept.result_path, list(outputs), engine.get("layout"))
     if problem is not None:
         result.errors.append(
             f"{file}: {problem}; the transcript is still kept at {kept.result_path}"

@@ -20,11 +20,17 @@ from vramscribe.cli.options import (
     run_options,
     run_settings,
 )
+from vramscribe.cli.whisper_options import (
+    WhisperCommand,
+    option_hint,
+    whisper_options,
+    whisper_values,
+)
 from vramscribe.console import error, say, stderr_console
 from vramscribe.core.jobs import JobState
 from vramscribe.core.settings import Settings
 from vramscribe.errors import InvalidRequest, VramscribeError
-from vramscribe.outputs import FORMATS
+from vramscribe.outputs import ALL_FORMATS, FORMATS
 from vramscribe.settings import default
 from vramscribe.submit.request import (
     COMPUTE_TYPES,
@@ -37,16 +43,17 @@ from vramscribe.submit.request import (
 )
 
 # The option a request field is set by, where the two names differ.
-_OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
+_OPTION_OF = {"vad_filter": "--vad-filter", "outputs": "--output-format"}
 
 
-@click.command()
+@click.command(cls=WhisperCommand)
 @click.argument("paths", nargs=-1, required=True)
 @click.option(
     "--model", "-m", default=job_default("model"), show_default=True, help="Model name or folder."
 )
 @click.option(
     "--compute-type",
+    "--compute_type",
     default=job_default("compute_type"),
     show_default=True,
     type=click.Choice(COMPUTE_TYPES),
@@ -54,6 +61,7 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
 )
 @click.option(
     "--batch-size",
+    "--batch_size",
     default="auto",
     show_default=True,
     callback=parse_batch_size,
@@ -63,16 +71,32 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
 @click.option("--language", default=None, help="Language code; detected when omitted.")
 @click.option(
     "--beam-size",
+    "--beam_size",
     default=job_default("beam_size"),
     show_default=True,
     type=click.IntRange(MIN_BEAM_SIZE, MAX_BEAM_SIZE),
     help="Beam search width.",
 )
 @click.option(
-    "--vad/--no-vad", default=job_default("vad_filter"), help="Skip silence with the VAD filter."
+    "--vad-filter/--no-vad-filter",
+    "--vad_filter/--no_vad_filter",
+    "--vad/--no-vad",
+    "vad",
+    default=job_default("vad_filter"),
+    help="Skip silence with the VAD filter. [True|False]",
 )
-@click.option("--word-timestamps", is_flag=True, help="Include word timings in json output.")
-@click.option("--initial-prompt", default=None, help="Text that sets style and vocabulary.")
+@click.option(
+    "--word-timestamps/--no-word-timestamps",
+    "--word_timestamps/--no_word_timestamps",
+    default=False,
+    help="Include word timings in json output. [True|False]",
+)
+@click.option(
+    "--initial-prompt",
+    "--initial_prompt",
+    default=None,
+    help="Text that sets style and vocabulary.",
+)
 @click.option("--hotwords", default=None, help="Words to bias towards, e.g. product names.")
 @click.option(
     "--priority",
@@ -80,20 +104,32 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
     show_default=True,
     help="low, normal, high, urgent or 0-100.",
 )
-@click.option("--out-dir", type=click.Path(path_type=Path), help="Write outputs here.")
 @click.option(
+    "--output-dir",
+    "-o",
+    "--output_dir",
+    "--out-dir",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Write outputs here.",
+)
+@click.option(
+    "--output-format",
+    "-f",
+    "--output_format",
     "--format",
     "formats",
     multiple=True,
-    type=click.Choice(FORMATS),
-    help=f"Output formats (repeatable; default: {' and '.join(DEFAULT_FORMATS)}).",
+    type=click.Choice((*FORMATS, ALL_FORMATS)),
+    help=f"Output formats (repeatable; all: every one; default: {' and '.join(DEFAULT_FORMATS)}).",
 )
+@whisper_options
 @click.option("--overwrite", is_flag=True, help="Redo files whose outputs already exist.")
 @run_options(keep_alive_s=default(Settings, "keep_alive_s"))
 def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
     """Transcribe audio files and folders (searched recursively).
 
-    Outputs go next to each input (or under --out-dir, mirroring the input
+    Outputs go next to each input (or under --output-dir, mirroring the input
     tree); files whose outputs exist are skipped, so rerunning resumes a batch.
     Exit code 0 only if every file succeeded.
     """
@@ -177,7 +213,10 @@ def _say_sorted(files: Sorted, resumed: int, console: Console) -> None:
 
 def batch_request(opts: dict[str, Any]) -> JobRequest:
     """The request every file of the batch shares (its input and outputs set per file)."""
+    formats = opts["formats"] or DEFAULT_FORMATS
+    formats = FORMATS if ALL_FORMATS in formats else tuple(dict.fromkeys(formats))
     try:
+        decoding, layout = whisper_values(opts)
         return JobRequest(
             input=Path(),
             model=opts["model"],
@@ -190,13 +229,15 @@ def batch_request(opts: dict[str, Any]) -> JobRequest:
             word_timestamps=opts["word_timestamps"],
             initial_prompt=opts["initial_prompt"],
             hotwords=opts["hotwords"],
-            outputs=tuple((f, Path()) for f in opts["formats"] or DEFAULT_FORMATS),
+            outputs=tuple((f, Path()) for f in formats),
             engine=opts["engine"],
             fake=fake_config(opts),
+            decoding=decoding,
+            layout=layout,
         )
     except InvalidRequest as exc:
         field = exc.field or ""
-        hint = _OPTION_OF.get(field, "--" + field.replace("_", "-"))
+        hint = _OPTION_OF.get(field) or option_hint(field) or "--" + field.replace("_", "-")
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 

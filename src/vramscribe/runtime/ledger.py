@@ -18,7 +18,16 @@ from vramscribe.store.ledger import KeptTranscript, OutputLedger
 
 # Engine options that change how a transcript is made but not what it says.
 RUN_ONLY_OPTIONS = frozenset(
-    {"device", "device_index", "cpu_threads", "batch_size", "compute_type", "model_path", "fake"}
+    {
+        "device",
+        "device_index",
+        "cpu_threads",
+        "batch_size",
+        "compute_type",
+        "model_path",
+        "fake",
+        "layout",
+    }
 )
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from vramscribe.outputs import render, write_atomic
 from vramscribe.transcript import Transcript
 
 
-def write_outputs(result: Path, outputs: list[tuple[str, Path]]) -> str | None:
+def write_outputs(
+    result: Path, outputs: list[tuple[str, Path]], layout: Mapping[str, Any] | None = None
+) -> str | None:
     """Write every requested format atomically; the problem in words, or None if all went well.
 
     The words name the file that could not be written and the system's reason
@@ -22,7 +26,7 @@ def write_outputs(result: Path, outputs: list[tuple[str, Path]]) -> str | None:
     for fmt, path in outputs:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, render(transcript, fmt))
+            write_atomic(path, render(transcript, fmt, layout))
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             return f"cannot write outputs: {path}: {why}"

@@ -510,7 +510,7 @@ class Runner:
             self.book.observe_peak(key, peak, task.job.audio_s)
         if task.transcribe_s and task.job.audio_s:
             self.book.observe_speed(key, task.job.audio_s / task.transcribe_s)
-        problem = write_outputs(result, task.outputs)
+        problem = write_outputs(result, task.outputs, task.engine.layout)
         if problem is not None:
             # The transcription is fine; only the outputs failed. Keep the transcript
             # instead of redoing the work (which would fail the same way).

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vramscribe.core.jobs import DEFAULT_PRIORITY, parse_priority
+from vramscribe.decoding import BY_FIELD, check, read_fields
 from vramscribe.errors import InvalidRequest
 from vramscribe.outputs import FORMATS
 
@@ -34,6 +35,8 @@ OPTION_FIELDS = (
     "model", "language", "priority", "beam_size", "vad_filter", "word_timestamps",
     "initial_prompt", "hotwords", "compute_type", "batch_size",
 )  # fmt: skip
+ALL_FIELDS = OPTION_FIELDS + tuple(name for name in BY_FIELD if name not in OPTION_FIELDS)
+"""Every field a client may set: :data:`OPTION_FIELDS` and the Whisper options' names."""
 
 
 def new_job_id() -> str:
@@ -95,6 +98,14 @@ class JobRequest:
     job_id: str = field(default_factory=new_job_id)
     """The new job's id (the service names transcript files after it before submitting)."""
 
+    # -- the options Whisper users know (vramscribe.decoding) --------------------------
+    decoding: Mapping[str, Any] = field(default_factory=dict)
+    """Decoding and VAD options by faster-whisper's names (task, temperature, best_of, ...);
+    only those set, passed to faster-whisper unchanged."""
+
+    layout: Mapping[str, Any] = field(default_factory=dict)
+    """Subtitle layout: max_line_width, max_line_count, highlight_words."""
+
     def __post_init__(self) -> None:
         _check_priority(self.priority)
         if not self.model.strip():
@@ -109,6 +120,7 @@ class JobRequest:
             raise InvalidRequest(_beam_message(self.beam_size), "beam_size")
         if self.engine not in ENGINES:
             raise InvalidRequest(f"engine must be one of {', '.join(ENGINES)}", "engine")
+        _check_whisper_options(self)
         unknown = [fmt for fmt, _ in self.outputs if fmt not in FORMATS]
         if unknown:
             raise InvalidRequest(
@@ -132,6 +144,9 @@ class JobRequest:
             value = values.get(name)
             if value is not None and value != "":
                 given[name] = _PARSERS[name](value)
+        decoding, layout = read_fields(values)
+        given["decoding"] = {**given.get("decoding", {}), **decoding}
+        given["layout"] = {**given.get("layout", {}), **layout}
         return cls(**given)
 
 
@@ -166,6 +181,14 @@ def parse_request_priority(value: object) -> int:
 
 def parse_flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _check_whisper_options(request: JobRequest) -> None:
+    check(request.decoding, request.layout)
+    if request.decoding.get("task") == "translate" and request.model.endswith(".en"):
+        raise InvalidRequest(
+            f"translate needs a multilingual model; {request.model} is English-only", "task"
+        )
 
 
 def _check_priority(value: int) -> None:
