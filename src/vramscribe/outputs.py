@@ -51,6 +51,7 @@ JSON_SCHEMA: dict[str, Any] = {
                     "start": _SECONDS,
                     "end": _SECONDS,
                     "text": {"type": "string"},
+                    "speaker": {"type": "string"},
                     "words": {
                         "type": "array",
                         "items": {
@@ -90,8 +91,8 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
     """
     cues = []
     for seg in transcript.segments:
-        text = " ".join(seg.text.split()).replace("-->", "->")
-        if text:
+        text = " ".join(seg.labelled_text.split()).replace("-->", "->")
+        if seg.text.strip():
             start = max(0.0, seg.start)
             cues.append((start, max(start, seg.end), text))
     return cues
@@ -125,13 +126,13 @@ def _render_tsv(transcript: Transcript) -> str:
     """The ``whisper`` CLI's tsv: a header, then start and end in integer milliseconds."""
     rows = ["start\tend\ttext\n"]
     for seg in transcript.segments:
-        text = seg.text.strip().replace("\t", " ")
+        text = seg.labelled_text.replace("\t", " ")
         rows.append(f"{round(1000 * seg.start)}\t{round(1000 * seg.end)}\t{text}\n")
     return "".join(rows)
 
 
 def _render_txt(transcript: Transcript) -> str:
-    lines = [t for t in (s.text.strip() for s in transcript.segments) if t]
+    lines = [s.labelled_text for s in transcript.segments if s.text.strip()]
     return "".join(f"{line}\n" for line in lines)
 
 

@@ -42,6 +42,8 @@ def test_the_worker_opens_its_input_once_and_the_engine_never(tmp_path: Path) ->
         if str(audio) in line and not re.search(r"= -1 E", line)
     ]  # fmt: skip
     assert len(opens) == 1, opens
-    text = " ".join(s["text"] for s in json.loads((tmp_path / "result.json").read_text())["segments"])
+    text = " ".join(
+        s["text"] for s in json.loads((tmp_path / "result.json").read_text())["segments"]
+    )
     refs = json.loads((SPEECH_AUDIO / "references.json").read_text())["jfk.flac"]
     assert word_error_rate(refs if isinstance(refs, str) else refs["text"], text) <= 0.05

@@ -39,6 +39,7 @@ from vramscribe.submit.request import (
     MIN_BEAM_SIZE,
     JobRequest,
     new_job_id,
+    parse_channel_names,
     parse_request_priority,
 )
 
@@ -124,6 +125,19 @@ _OPTION_OF = {"vad_filter": "--vad-filter", "outputs": "--output-format"}
     help=f"Output formats (repeatable; all: every one; default: {' and '.join(DEFAULT_FORMATS)}).",
 )
 @whisper_options
+@click.option(
+    "--split-channels/--no-split-channels",
+    "--split_channels/--no_split_channels",
+    default=False,
+    help="Transcribe each channel on its own and merge them by time, one speaker label per "
+    "channel (without it, channels are mixed down to mono). [True|False]",
+)
+@click.option(
+    "--channel-names",
+    "--channel_names",
+    default=None,
+    help="Speaker labels, one per channel, e.g. agent,customer (default: channel 1, channel 2).",
+)
 @click.option("--overwrite", is_flag=True, help="Redo files whose outputs already exist.")
 @run_options(keep_alive_s=default(Settings, "keep_alive_s"))
 def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
@@ -234,6 +248,10 @@ def batch_request(opts: dict[str, Any]) -> JobRequest:
             fake=fake_config(opts),
             decoding=decoding,
             layout=layout,
+            split_channels=opts["split_channels"],
+            channel_names=parse_channel_names(opts["channel_names"])
+            if opts["channel_names"]
+            else (),
         )
     except InvalidRequest as exc:
         field = exc.field or ""

@@ -22,6 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXISTING_BOOLS = {
     "--vad-filter": ("--vad_filter", "--vad"),
     "--word-timestamps": ("--word_timestamps",),
+    "--split-channels": ("--split_channels",),
 }
 """Boolean options declared in the command itself: primary spelling -> aliases."""
 

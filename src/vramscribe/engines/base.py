@@ -43,6 +43,8 @@ class EngineOptions:
     """Whisper decoding and VAD options (:mod:`vramscribe.decoding`), only those set."""
     layout: dict[str, Any] = field(default_factory=dict)
     """Subtitle layout (max_line_width, max_line_count, highlight_words), used when writing."""
+    channel: int | None = None
+    """Transcribe only this channel (0-based) of the input; None: all, mixed down."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

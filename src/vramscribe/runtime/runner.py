@@ -154,6 +154,22 @@ class Runner:
         fail(task.job, self.clock(), reason)
         self._publish(JobChanged(task))
 
+    def hold(self, task: Task, reason: str) -> None:
+        """Keep a job that runs through other jobs (a file split by channel): known, never
+        queued; :meth:`advance` moves it as they go."""
+        self.tasks[task.job.id] = task
+        task.pending_reason = reason
+        self._publish(JobChanged(task))
+
+    def advance(self, task: Task, state: JobState, reason: str) -> None:
+        """Move a held job (failing sets its error); see :meth:`hold`."""
+        now = self.clock()
+        if state is JobState.FAILED:
+            fail(task.job, now, reason)
+        else:
+            transition(task.job, state, now, reason)
+        self._publish(JobChanged(task))
+
     def cancel(self, job_id: str, reason: str = "cancelled") -> None:
         task = self.tasks.get(job_id)
         if task is None or task.job.state.is_final:

@@ -32,6 +32,8 @@ class JobByPath(WhisperFields):
     hotwords: Loose = None
     compute_type: Loose = None
     batch_size: Loose = None
+    split_channels: Loose = None
+    channel_names: Loose | list[str] = None
 
     def options(self) -> dict[str, Loose]:
         return {name: getattr(self, name) for name in OPTION_FIELDS} | whisper_values(self)

@@ -65,6 +65,7 @@ def engine_options(request: JobRequest, model: ModelChoice, cpu_threads: int) ->
         fake=dict(request.fake),
         decoding=dict(request.decoding),
         layout=dict(request.layout),
+        channel=request.channel,
     )
 
 

@@ -34,6 +34,7 @@ DEFAULT_FORMATS = ("txt", "srt")
 OPTION_FIELDS = (
     "model", "language", "priority", "beam_size", "vad_filter", "word_timestamps",
     "initial_prompt", "hotwords", "compute_type", "batch_size",
+    "split_channels", "channel_names",
 )  # fmt: skip
 ALL_FIELDS = OPTION_FIELDS + tuple(name for name in BY_FIELD if name not in OPTION_FIELDS)
 """Every field a client may set: :data:`OPTION_FIELDS` and the Whisper options' names."""
@@ -105,6 +106,16 @@ class JobRequest:
 
     layout: Mapping[str, Any] = field(default_factory=dict)
     """Subtitle layout: max_line_width, max_line_count, highlight_words."""
+
+    # -- channels (vramscribe.channels) ---------------------------------------------------
+    split_channels: bool = False
+    """Transcribe each channel on its own and merge them by time with a speaker label each."""
+
+    channel_names: tuple[str, ...] = ()
+    """The speakers' labels, one per channel (default: channel 1, channel 2, ...)."""
+
+    channel: int | None = None
+    """Only this channel (0-based): set on the child jobs of a split file."""
 
     def __post_init__(self) -> None:
         _check_priority(self.priority)
@@ -191,6 +202,17 @@ def _check_whisper_options(request: JobRequest) -> None:
         )
 
 
+def parse_channel_names(value: object) -> tuple[str, ...]:
+    """``agent,customer`` (or a list): one speaker label per channel."""
+    parts = value if isinstance(value, list | tuple) else str(value).split(",")
+    names = tuple(str(p).strip() for p in parts)
+    if not all(names) or len(set(names)) != len(names):
+        raise InvalidRequest(
+            f"channel_names must be distinct, non-empty names, got {value!r}", "channel_names"
+        )
+    return names
+
+
 def _check_priority(value: int) -> None:
     try:
         parse_priority(value)
@@ -234,4 +256,6 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "hotwords": _text("hotwords"),
     "compute_type": _text("compute_type"),
     "batch_size": parse_batch_size,
+    "split_channels": parse_flag,
+    "channel_names": parse_channel_names,
 }
