@@ -56,7 +56,7 @@ def head(text: str, reference: str) -> str:
 
 @pytest.mark.slow
 def test_both_speakers_come_out_under_their_labels_in_every_format(tmp_path: Path) -> None:
-    jfk, licence, call = clips(tmp_path)
+    jfk, _, call = clips(tmp_path)
     alone = run_cli(str(jfk.parent), "-o", str(tmp_path / "alone-out"), "-f", "txt")
     assert alone.returncode == 0, alone.stderr
     jfk_alone = (tmp_path / "alone-out" / "jfk.txt").read_text()
