@@ -156,3 +156,28 @@ async def test_a_failing_channel_fails_the_parent_and_finished_channels_are_kept
         kept = parent["error"].split("finished channels: ")[1].rstrip(")")
         if kept != "none":  # the other channel had finished first: its transcript is kept
             assert json.loads(Path(kept).read_text())["segments"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_cancelling_the_parent_cancels_its_channels(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    root = tmp_path / "allowed"
+    stereo_wav(root / "call.wav", 60.0)
+    async with serving(split_service(tmp_path, root, speed_x=1.0)) as client:
+        sent = await client.post("/v1/jobs", json={"path": "call.wav", "split_channels": True})
+        assert sent.status_code == 201, sent.text
+        parent_id = sent.json()["id"]
+        for _ in range(400):  # until a channel runs
+            if (await client.get(f"/v1/jobs/{parent_id}")).json()["status"] == "processing":
+                break
+            await asyncio.sleep(0.05)
+        gone = await client.delete(f"/v1/jobs/{parent_id}")
+        assert gone.status_code == 200, gone.text
+        parent = await wait_final(client, parent_id)
+        assert parent["status"] == "cancelled"
+        listed = (await client.get("/v1/jobs", params={"limit": 10})).json()["jobs"]
+        children = [j["id"] for j in listed if j["id"] != parent_id]
+        assert len(children) == 2
+        assert [(await wait_final(client, i))["status"] for i in children] == ["cancelled"] * 2

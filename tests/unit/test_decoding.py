@@ -179,3 +179,13 @@ def test_line_width_and_highlighting_lay_out_cues_as_whisper_does() -> None:
     # A gap between words is filled with the plain cue.
     assert "00:00:01.200 --> 00:00:01.500" not in lit
     assert render(_transcript(), "srt") == render(_transcript(), "srt", {})
+
+
+def test_the_submit_client_takes_the_same_options() -> None:
+    from vramscribe.cli.remote import submit
+
+    ctx = submit.make_context(
+        "submit", [__file__, "--best_of", "3", "--highlight_words", "True", "--split-channels"]
+    )
+    assert ctx.params["best_of"] == "3" and ctx.params["highlight_words"] is True
+    assert ctx.params["split_channels"] is True

@@ -126,6 +126,7 @@ class Runner:
         self.workers: dict[str, Worker] = {}  # the busy ones, by job id
         self.idle: dict[str, Worker] = {}  # the idle ones, by instance id
         self.releasing: dict[int, Worker] = {}
+        self.held: dict[str, list[str]] = {}  # jobs run by other jobs: parent id -> children
         self.listeners: list[Listener] = []
         self.readings: dict[str, Reading] = {}
         self.unreadable: set[str] = set()
@@ -154,10 +155,11 @@ class Runner:
         fail(task.job, self.clock(), reason)
         self._publish(JobChanged(task))
 
-    def hold(self, task: Task, reason: str) -> None:
+    def hold(self, task: Task, reason: str, children: list[str]) -> None:
         """Keep a job that runs through other jobs (a file split by channel): known, never
-        queued; :meth:`advance` moves it as they go."""
+        queued; :meth:`advance` moves it as they go, cancelling it cancels them."""
         self.tasks[task.job.id] = task
+        self.held[task.job.id] = children
         task.pending_reason = reason
         self._publish(JobChanged(task))
 
@@ -173,6 +175,12 @@ class Runner:
     def cancel(self, job_id: str, reason: str = "cancelled") -> None:
         task = self.tasks.get(job_id)
         if task is None or task.job.state.is_final:
+            return
+        if job_id in self.held:
+            transition(task.job, JobState.CANCELLED, self.clock(), reason)
+            self._publish(JobChanged(task))
+            for child in self.held[job_id]:
+                self.cancel(child, reason)
             return
         if task.job.state is JobState.PENDING:
             if job_id in self.queue:

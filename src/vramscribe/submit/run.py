@@ -120,7 +120,7 @@ class Run:
         reason = f"waiting for its {channels} channels"
 
         def queue() -> None:
-            self.runner.hold(parent.task, reason)
+            self.runner.hold(parent.task, reason, [c.task.job.id for c in children])
             for child in children:
                 self.runner.add(child.task)
 
