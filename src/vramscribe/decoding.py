@@ -47,6 +47,8 @@ class Option:
     aliases: tuple[str, ...] = ()
     """Further accepted spellings (besides the underscore form of each)."""
     is_bool: bool = False
+    metavar: str = "NUMBER"
+    """What the CLI's help shows for the value."""
 
     @property
     def cli(self) -> str:
@@ -170,10 +172,11 @@ def _flag(value: object, name: str) -> bool:
 
 OPTIONS: tuple[Option, ...] = (
     Option("task", "decoding", read_task, "transcribe (X->X) or translate (X->English).",
-           "--task", "--task"),
+           "--task", "--task", metavar="[transcribe|translate]"),
     Option("temperature", "decoding", read_temperature,
            "Sampling temperature; with fallback it rises by the increment when decoding fails. "
-           "A comma list gives the temperatures to try.", "--temperature", "--temperature"),
+           "A comma list gives the temperatures to try.", "--temperature", "--temperature",
+           metavar="T[,T...]"),
     Option("temperature_increment_on_fallback", "decoding",
            real(0, 1, above=True, optional=True),
            "Temperature increase on each fallback (None: no fallback).",
@@ -200,7 +203,7 @@ OPTIONS: tuple[Option, ...] = (
            "--no_speech_threshold", "--no_speech_threshold"),
     Option("suppress_tokens", "decoding", read_tokens,
            "Token ids to suppress, comma-separated (-1: most special characters).",
-           "--suppress_tokens", "--suppress_tokens"),
+           "--suppress_tokens", "--suppress_tokens", metavar="IDS"),
     Option("vad_threshold", "vad", real(0, 1), "VAD speech probability threshold.",
            whisperx="--vad_onset"),
     Option("vad_neg_threshold", "vad", real(0, 1), "VAD silence threshold (end of speech).",

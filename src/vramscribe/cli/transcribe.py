@@ -191,7 +191,9 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         request = replace(
             template, input=file, input_root=root, outputs=outputs, job_id=new_job_id()
         )
-        previous = unfinished.pop(resume_key(request), None)
+        # A file split by channel is submitted again: its stored parent alone would
+        # resume as one mixed-down job.
+        previous = None if request.split_channels else unfinished.pop(resume_key(request), None)
         if previous is not None:
             run.resume(previous, engine)
             resumed += 1

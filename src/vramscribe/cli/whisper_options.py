@@ -72,7 +72,7 @@ def _click_option(opt: Option) -> Callable[[F], F]:
     if opt.is_bool:
         decls = [f"{s}/{negative(s)}" for s in opt.spellings]
         return click.option(*decls, opt.key, default=None, help=opt.help + " [True|False]")
-    return click.option(*opt.spellings, opt.key, default=None, help=opt.help)
+    return click.option(*opt.spellings, opt.key, default=None, help=opt.help, metavar=opt.metavar)
 
 
 def whisper_options(fn: F) -> F:
