@@ -6,7 +6,8 @@
 #
 # The suite needs, besides the Python packages in .venv:
 #   - Debian's headless chromium and its driver (/usr/bin/chromium, /usr/bin/chromedriver) for
-#     the dashboard test, and curl for the service test;
+#     the dashboard test, curl for the service test, strace to count how often a worker opens
+#     its input;
 #   - a PostgreSQL server for the store tests (scripts/ci-postgres.sh sets one up on loopback).
 # Missing packages are installed with apt-get when this runs as root (or with sudo that needs no
 # password). Otherwise it prints one message saying what to run, and fails. With
@@ -32,6 +33,7 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v curl >/dev/null || missing+=(curl)
+command -v strace >/dev/null || missing+=(strace)
 pg_url="${VRAMSCRIBE_TEST_PG_URL:-}"
 if [ -z "$pg_url" ] && {
     ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v pg_ctlcluster >/dev/null

@@ -11,13 +11,17 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from vramscribe.decoding import needs_words
+from vramscribe.subtitles import has_words, word_cues
 from vramscribe.transcript import Transcript
 
-FORMATS = ("txt", "srt", "vtt", "json")
+FORMATS = ("txt", "srt", "vtt", "tsv", "json")
+ALL_FORMATS = "all"
+"""Asks for every one of :data:`FORMATS`, as the ``whisper`` CLI's ``--output_format all``."""
 SCHEMA_ID = "vramscribe.transcript/1"
 
 _NUMBER: dict[str, Any] = {"type": "number"}
@@ -47,6 +51,7 @@ JSON_SCHEMA: dict[str, Any] = {
                     "start": _SECONDS,
                     "end": _SECONDS,
                     "text": {"type": "string"},
+                    "speaker": {"type": "string"},
                     "words": {
                         "type": "array",
                         "items": {
@@ -86,31 +91,48 @@ def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
     """
     cues = []
     for seg in transcript.segments:
-        text = " ".join(seg.text.split()).replace("-->", "->")
-        if text:
+        text = " ".join(seg.labelled_text.split()).replace("-->", "->")
+        if seg.text.strip():
             start = max(0.0, seg.start)
             cues.append((start, max(start, seg.end), text))
     return cues
 
 
-def _render_srt(transcript: Transcript) -> str:
+def _layout_cues(transcript: Transcript, layout: Mapping[str, Any] | None, sep: str
+                 ) -> list[tuple[str, str, str]]:  # fmt: skip
+    """Cues as the ``whisper`` writers lay them out when a layout asks for it and words are
+    known; else one cue per segment."""
+    if layout and needs_words(layout) and has_words(transcript):
+        return word_cues(transcript, layout, lambda t: _timestamp(t, sep))
+    return [(_timestamp(a, sep), _timestamp(b, sep), text) for a, b, text in _cues(transcript)]
+
+
+def _render_srt(transcript: Transcript, layout: Mapping[str, Any] | None = None) -> str:
     blocks = [
-        f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n"
-        for i, (start, end, text) in enumerate(_cues(transcript), start=1)
+        f"{i}\n{start} --> {end}\n{text}\n"
+        for i, (start, end, text) in enumerate(_layout_cues(transcript, layout, ","), start=1)
     ]
     return "\n".join(blocks)
 
 
-def _render_vtt(transcript: Transcript) -> str:
+def _render_vtt(transcript: Transcript, layout: Mapping[str, Any] | None = None) -> str:
     blocks = [
-        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n"
-        for start, end, text in _cues(transcript)
+        f"{start} --> {end}\n{text}\n" for start, end, text in _layout_cues(transcript, layout, ".")
     ]
     return "\n".join(["WEBVTT\n", *blocks])
 
 
+def _render_tsv(transcript: Transcript) -> str:
+    """The ``whisper`` CLI's tsv: a header, then start and end in integer milliseconds."""
+    rows = ["start\tend\ttext\n"]
+    for seg in transcript.segments:
+        text = seg.labelled_text.replace("\t", " ")
+        rows.append(f"{round(1000 * seg.start)}\t{round(1000 * seg.end)}\t{text}\n")
+    return "".join(rows)
+
+
 def _render_txt(transcript: Transcript) -> str:
-    lines = [t for t in (s.text.strip() for s in transcript.segments) if t]
+    lines = [s.labelled_text for s in transcript.segments if s.text.strip()]
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -119,14 +141,17 @@ def _render_json(transcript: Transcript) -> str:
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
-def render(transcript: Transcript, fmt: str) -> str:
-    """Render ``transcript`` in one of :data:`FORMATS`."""
+def render(transcript: Transcript, fmt: str, layout: Mapping[str, Any] | None = None) -> str:
+    """Render ``transcript`` in one of :data:`FORMATS`; ``layout`` shapes srt and vtt cues
+    (see :mod:`vramscribe.subtitles`)."""
     if fmt == "txt":
         return _render_txt(transcript)
     if fmt == "srt":
-        return _render_srt(transcript)
+        return _render_srt(transcript, layout)
     if fmt == "vtt":
-        return _render_vtt(transcript)
+        return _render_vtt(transcript, layout)
+    if fmt == "tsv":
+        return _render_tsv(transcript)
     if fmt == "json":
         return _render_json(transcript)
     raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -220,6 +245,7 @@ def missing_outputs(
 
 
 __all__ = [
+    "ALL_FORMATS",
     "FORMATS",
     "JSON_SCHEMA",
     "SCHEMA_ID",

@@ -42,6 +42,8 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...] | None = None
+    speaker: str | None = None
+    """Who speaks (the channel's label when channels were transcribed apart)."""
 
     def to_dict(self) -> dict[str, Any]:
         # Word timings are opt-in and large; leaving the key out (rather than
@@ -49,7 +51,15 @@ class Segment:
         out: dict[str, Any] = {"start": self.start, "end": self.end, "text": self.text}
         if self.words is not None:
             out["words"] = [w.to_dict() for w in self.words]
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
         return out
+
+    @property
+    def labelled_text(self) -> str:
+        """The text with its speaker in front, as whisperX writes it: ``[agent]: Hello``."""
+        text = self.text.strip()
+        return text if self.speaker is None else f"[{self.speaker}]: {text}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Segment:
@@ -60,6 +70,7 @@ class Segment:
             end=float(data["end"]),
             text=str(data["text"]),
             words=words,
+            speaker=None if data.get("speaker") is None else str(data["speaker"]),
         )
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from vramscribe.audio import decode_samples
+from vramscribe.channels import decode_channel
 from vramscribe.core.retry import FailureKind
 from vramscribe.engines.base import Engine, EngineOptions
 from vramscribe.errors import BadInput, DeviceOutOfMemory
@@ -79,7 +80,11 @@ class Instance:
         options = EngineOptions.from_dict(spec.engine)
         source = Path(spec.input)
         try:
-            samples = decode_samples(source)
+            samples = (
+                decode_samples(source)
+                if options.channel is None
+                else decode_channel(source, options.channel)
+            )
         except BadInput as exc:
             emit(Failed(FailureKind.BAD_INPUT, str(exc)))
             if self.engine is None:

@@ -143,7 +143,8 @@ def test_json_validates_against_schema_and_round_trips() -> None:
         (lambda d: d.update(schema="other/1"), "$.schema: expected"),
         (lambda d: d["segments"][0].update(start=-1), "below 0"),
         (lambda d: d["segments"][1]["words"][0].update(probability=1.5), "above 1"),
-        (lambda d: d["segments"][0].update(speaker="A"), "unexpected speaker"),
+        (lambda d: d["segments"][0].update(mood="calm"), "unexpected mood"),
+        (lambda d: d["segments"][0].update(speaker=3), "expected string"),
         (lambda d: d["timings"].update(load_s="fast"), "expected number"),
     ],
 )

@@ -18,6 +18,7 @@ K = FailureKind
         (K.CRASH, 3, False, 0.0, 0.0),
         (K.LOAD_ERROR, 1, False, 0.0, 0.0),
         (K.BAD_INPUT, 1, False, 0.0, 0.0),
+        (K.OUTPUT, 1, False, 0.0, 0.0),
     ],
 )
 def test_retry_table(

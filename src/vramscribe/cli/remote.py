@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vramscribe.cli.options import DEFAULT_PRIORITY_NAME
+from vramscribe.cli.whisper_options import WhisperCommand, whisper_options
 from vramscribe.console import cell, error, literal
 from vramscribe.core.jobs import JobState
 from vramscribe.errors import VramscribeError
@@ -40,15 +41,26 @@ def _run_client(fn: Any) -> None:
     sys.exit(code or 0)
 
 
-@click.command()
+@click.command(cls=WhisperCommand)
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @server_option
 @token_option
 @click.option("--model", "-m")
 @click.option("--priority", default=DEFAULT_PRIORITY_NAME, show_default=True)
 @click.option("--language")
+@whisper_options
+@click.option(
+    "--split-channels/--no-split-channels",
+    "--split_channels/--no_split_channels",
+    default=None,
+    help="Transcribe each channel on its own, merged with a speaker label per channel.",
+)
+@click.option("--channel-names", "--channel_names", help="Speaker labels, e.g. agent,customer.")
 def submit(files: tuple[str, ...], server: str, token: str | None, **opts: Any) -> None:
-    """Upload files to a running service; prints one job id per file."""
+    """Upload files to a running service; prints one job id per file.
+
+    Takes the Whisper options of ``vramscribe transcribe``; the service checks them.
+    """
 
     def go() -> int:
         client = _client(server, token)

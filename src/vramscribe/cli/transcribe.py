@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from vramscribe.cli.batch import print_summary, run_batch
+from vramscribe.cli.existing import Sorted, sort_inputs
 from vramscribe.cli.options import (
     DEFAULT_PRIORITY_NAME,
     fake_config,
@@ -19,11 +20,17 @@ from vramscribe.cli.options import (
     run_options,
     run_settings,
 )
+from vramscribe.cli.whisper_options import (
+    WhisperCommand,
+    option_hint,
+    whisper_options,
+    whisper_values,
+)
 from vramscribe.console import error, say, stderr_console
 from vramscribe.core.jobs import JobState
 from vramscribe.core.settings import Settings
 from vramscribe.errors import InvalidRequest, VramscribeError
-from vramscribe.outputs import FORMATS, missing_outputs, output_path
+from vramscribe.outputs import ALL_FORMATS, FORMATS
 from vramscribe.settings import default
 from vramscribe.submit.request import (
     COMPUTE_TYPES,
@@ -32,20 +39,22 @@ from vramscribe.submit.request import (
     MIN_BEAM_SIZE,
     JobRequest,
     new_job_id,
+    parse_channel_names,
     parse_request_priority,
 )
 
 # The option a request field is set by, where the two names differ.
-_OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
+_OPTION_OF = {"vad_filter": "--vad-filter", "outputs": "--output-format"}
 
 
-@click.command()
+@click.command(cls=WhisperCommand)
 @click.argument("paths", nargs=-1, required=True)
 @click.option(
     "--model", "-m", default=job_default("model"), show_default=True, help="Model name or folder."
 )
 @click.option(
     "--compute-type",
+    "--compute_type",
     default=job_default("compute_type"),
     show_default=True,
     type=click.Choice(COMPUTE_TYPES),
@@ -53,6 +62,7 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
 )
 @click.option(
     "--batch-size",
+    "--batch_size",
     default="auto",
     show_default=True,
     callback=parse_batch_size,
@@ -62,16 +72,32 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
 @click.option("--language", default=None, help="Language code; detected when omitted.")
 @click.option(
     "--beam-size",
+    "--beam_size",
     default=job_default("beam_size"),
     show_default=True,
     type=click.IntRange(MIN_BEAM_SIZE, MAX_BEAM_SIZE),
     help="Beam search width.",
 )
 @click.option(
-    "--vad/--no-vad", default=job_default("vad_filter"), help="Skip silence with the VAD filter."
+    "--vad-filter/--no-vad-filter",
+    "--vad_filter/--no_vad_filter",
+    "--vad/--no-vad",
+    "vad",
+    default=job_default("vad_filter"),
+    help="Skip silence with the VAD filter. [True|False]",
 )
-@click.option("--word-timestamps", is_flag=True, help="Include word timings in json output.")
-@click.option("--initial-prompt", default=None, help="Text that sets style and vocabulary.")
+@click.option(
+    "--word-timestamps/--no-word-timestamps",
+    "--word_timestamps/--no_word_timestamps",
+    default=False,
+    help="Include word timings in json output. [True|False]",
+)
+@click.option(
+    "--initial-prompt",
+    "--initial_prompt",
+    default=None,
+    help="Text that sets style and vocabulary.",
+)
 @click.option("--hotwords", default=None, help="Words to bias towards, e.g. product names.")
 @click.option(
     "--priority",
@@ -79,20 +105,45 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
     show_default=True,
     help="low, normal, high, urgent or 0-100.",
 )
-@click.option("--out-dir", type=click.Path(path_type=Path), help="Write outputs here.")
 @click.option(
+    "--output-dir",
+    "-o",
+    "--output_dir",
+    "--out-dir",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Write outputs here.",
+)
+@click.option(
+    "--output-format",
+    "-f",
+    "--output_format",
     "--format",
     "formats",
     multiple=True,
-    type=click.Choice(FORMATS),
-    help=f"Output formats (repeatable; default: {' and '.join(DEFAULT_FORMATS)}).",
+    type=click.Choice((*FORMATS, ALL_FORMATS)),
+    help=f"Output formats (repeatable; all: every one; default: {' and '.join(DEFAULT_FORMATS)}).",
+)
+@whisper_options
+@click.option(
+    "--split-channels/--no-split-channels",
+    "--split_channels/--no_split_channels",
+    default=False,
+    help="Transcribe each channel on its own and merge them by time, one speaker label per "
+    "channel (without it, channels are mixed down to mono). [True|False]",
+)
+@click.option(
+    "--channel-names",
+    "--channel_names",
+    default=None,
+    help="Speaker labels, one per channel, e.g. agent,customer (default: channel 1, channel 2).",
 )
 @click.option("--overwrite", is_flag=True, help="Redo files whose outputs already exist.")
 @run_options(keep_alive_s=default(Settings, "keep_alive_s"))
 def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
     """Transcribe audio files and folders (searched recursively).
 
-    Outputs go next to each input (or under --out-dir, mirroring the input
+    Outputs go next to each input (or under --output-dir, mirroring the input
     tree); files whose outputs exist are skipped, so rerunning resumes a batch.
     Exit code 0 only if every file succeeded.
     """
@@ -128,38 +179,60 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         (rec.input_path, rec.model, tuple(sorted(rec.outputs))): rec
         for rec in (store.pending() if sole else [])
     }
-    skipped = resumed = 0
-    for file, root in found.files:
-        if not opts["overwrite"] and not missing_outputs(
-            file, root, template.formats, opts["out_dir"]
-        ):
-            skipped += 1
-            continue
-        outputs = tuple((f, output_path(file, root, f, opts["out_dir"])) for f in template.formats)
+    files = sort_inputs(
+        found.files, template.formats, opts["out_dir"], store.ledger,
+        overwrite=opts["overwrite"], engine=engine.to_dict(), now=started,
+    )  # fmt: skip
+    if (renamed := files.naming.message()) is not None:
+        say(renamed, console)
+    resumed = 0
+    for file, root in files.todo:
+        outputs = files.naming.outputs[file]
         request = replace(
             template, input=file, input_root=root, outputs=outputs, job_id=new_job_id()
         )
-        previous = unfinished.pop(resume_key(request), None)
+        # A file split by channel is submitted again: its stored parent alone would
+        # resume as one mixed-down job.
+        previous = None if request.split_channels else unfinished.pop(resume_key(request), None)
         if previous is not None:
             run.resume(previous, engine)
             resumed += 1
         else:
             run.submit(request, submitted_at=started)  # one submission: longest file first
-    if resumed:
-        say(f"resuming {resumed} job(s) an interrupted run left unfinished", console)
-    if skipped:
-        say(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)", console)
+    _say_sorted(files, resumed, console)
     if not run_batch(run, console):
         return 130
     tasks = list(run.runner.tasks.values())
     print_summary(console, tasks, run.runner, started)
     ok = all(t.job.state is JobState.COMPLETED for t in tasks) and not found.errors
+    ok = ok and not files.errors
     return 0 if ok else 1
+
+
+def _say_sorted(files: Sorted, resumed: int, console: Console) -> None:
+    if resumed:
+        say(f"resuming {resumed} job(s) an interrupted run left unfinished", console)
+    if files.skipped:
+        say(
+            f"skipping {files.skipped} file(s) whose outputs exist (use --overwrite to redo)",
+            console,
+        )
+    if files.rewritten:
+        say(
+            f"wrote the outputs of {files.rewritten} file(s) from transcripts an earlier run "
+            "kept when it could not write them",
+            console,
+        )
+    for problem in files.errors:
+        error(problem, console, label="failed")
 
 
 def batch_request(opts: dict[str, Any]) -> JobRequest:
     """The request every file of the batch shares (its input and outputs set per file)."""
+    formats = opts["formats"] or DEFAULT_FORMATS
+    formats = FORMATS if ALL_FORMATS in formats else tuple(dict.fromkeys(formats))
     try:
+        decoding, layout = whisper_values(opts)
         return JobRequest(
             input=Path(),
             model=opts["model"],
@@ -172,13 +245,19 @@ def batch_request(opts: dict[str, Any]) -> JobRequest:
             word_timestamps=opts["word_timestamps"],
             initial_prompt=opts["initial_prompt"],
             hotwords=opts["hotwords"],
-            outputs=tuple((f, Path()) for f in opts["formats"] or DEFAULT_FORMATS),
+            outputs=tuple((f, Path()) for f in formats),
             engine=opts["engine"],
             fake=fake_config(opts),
+            decoding=decoding,
+            layout=layout,
+            split_channels=opts["split_channels"],
+            channel_names=parse_channel_names(opts["channel_names"])
+            if opts["channel_names"]
+            else (),
         )
     except InvalidRequest as exc:
         field = exc.field or ""
-        hint = _OPTION_OF.get(field, "--" + field.replace("_", "-"))
+        hint = _OPTION_OF.get(field) or option_hint(field) or "--" + field.replace("_", "-")
         raise click.BadParameter(str(exc), param_hint=hint) from None
 
 

@@ -114,6 +114,8 @@ class Job:
     error: str | None = None
     history: list[Transition] = field(default_factory=list)
     engine_key: str = ""
+    decode_extra_mb: float = 0.0
+    """Memory its decoding options need beyond the model's estimate (beams above 5)."""
 
     def footprint_key(self, device_kind: str, batch_size: int | None = None) -> FootprintKey:
         batch = batch_size if batch_size is not None else max(1, self.batch_size)

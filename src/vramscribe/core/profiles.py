@@ -168,3 +168,19 @@ def shared_speeds(
     total = share * sum(gains)
     scale = min(1.0, ceiling / total) if total > 0 else 1.0
     return [g * share * scale for g in gains]
+
+
+# Beam search keeps one decoder state (self- and cross-attention caches) per hypothesis;
+# the profiles were measured at faster-whisper's default of 5. Each hypothesis beyond
+# that is priced at 2% of the model's weights in fp16, a deliberately rough term (for
+# large-v3, ~65 MB a beam) that learned peaks at the default beam then carry.
+DEFAULT_BEAMS = 5
+EXTRA_BEAM_FRACTION = 0.02
+
+
+def decoding_extra_mb(model: str, beams: int) -> float:
+    """Memory a job's wider beam search (``beams`` = max(beam size, best of)) adds."""
+    profile = profile_for(model)
+    if profile is None or beams <= DEFAULT_BEAMS:
+        return 0.0
+    return (beams - DEFAULT_BEAMS) * EXTRA_BEAM_FRACTION * (profile.fp16_mb - CUDA_CONTEXT_MB)

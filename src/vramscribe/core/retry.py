@@ -15,9 +15,11 @@ class FailureKind(StrEnum):
     CRASH = "crash"
     HANG = "hang"
     BAD_INPUT = "bad_input"
+    OUTPUT = "output"
+    """The transcript is done but its outputs could not be written: redoing it would not help."""
 
 
-NOT_RETRIED = frozenset({FailureKind.LOAD_ERROR, FailureKind.BAD_INPUT})
+NOT_RETRIED = frozenset({FailureKind.LOAD_ERROR, FailureKind.BAD_INPUT, FailureKind.OUTPUT})
 
 
 @dataclass(frozen=True, slots=True)

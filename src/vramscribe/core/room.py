@@ -128,7 +128,7 @@ def expected_duration(job: Job, book: FootprintBook, kind: str, batch: int, warm
 
 
 def estimate(job: Job, book: FootprintBook, kind: str, batch: int | None = None) -> float:
-    est = book.estimate(job.footprint_key(kind, batch), job.audio_s)
+    est = book.estimate(job.footprint_key(kind, batch), job.audio_s) + job.decode_extra_mb
     return max(est, job.estimate_floor_mb)
 
 

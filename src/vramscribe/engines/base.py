@@ -39,6 +39,12 @@ class EngineOptions:
     hotwords: str | None = None
     fake: dict[str, Any] = field(default_factory=dict)
     """Behaviour of the fake engine (memory, speed, failures); ignored by real ones."""
+    decoding: dict[str, Any] = field(default_factory=dict)
+    """Whisper decoding and VAD options (:mod:`vramscribe.decoding`), only those set."""
+    layout: dict[str, Any] = field(default_factory=dict)
+    """Subtitle layout (max_line_width, max_line_count, highlight_words), used when writing."""
+    channel: int | None = None
+    """Transcribe only this channel (0-based) of the input; None: all, mixed down."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,7 +8,8 @@ hang, on chosen attempts only, so retries can be tested end to end.
 Options (``EngineOptions.fake``): ``device_path`` (the shared fake device
 file), ``memory_mb``, ``load_s``, ``speed_x``, ``grow_mb`` (extra memory claimed
 halfway through), ``fail`` (``load_error``/``oom``/``crash``/``hang``) and
-``fail_attempts`` (attempt numbers that fail; default: all).
+``fail_attempts`` (attempt numbers that fail; default: all) and ``fail_channels``
+(channels, 0-based, whose jobs fail; default: all).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class FakeEngine:
     def _fails(self, what: str, cfg: dict[str, Any] | None = None, attempt: int = 0) -> bool:
         cfg = self.cfg if cfg is None else cfg
         if cfg.get("fail") != what:
+            return False
+        channels = cfg.get("fail_channels")
+        if channels is not None and self.options.channel not in channels:
             return False
         attempts = cfg.get("fail_attempts")
         return attempts is None or (attempt or self.attempt) in attempts

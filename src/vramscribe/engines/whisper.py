@@ -8,6 +8,7 @@ from typing import Any
 
 from vramscribe.audio import SAMPLE_RATE
 from vramscribe.core.footprints import resolve_compute_type
+from vramscribe.decoding import engine_kwargs
 from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
 from vramscribe.errors import EngineError
 from vramscribe.transcript import Segment, Transcript, Word
@@ -86,6 +87,7 @@ class WhisperEngine:
             "word_timestamps": o.word_timestamps,
             "initial_prompt": o.initial_prompt,
             "hotwords": o.hotwords,
+            **engine_kwargs(o.decoding),
         }
         if o.batch_size > 1:
             windows = batch_windows(audio, o.vad_filter)

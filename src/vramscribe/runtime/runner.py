@@ -56,7 +56,7 @@ from vramscribe.runtime.events import (
     Tick,
 )
 from vramscribe.runtime.launcher import Launcher, ProcessLauncher, WorkerHandle
-from vramscribe.runtime.outcome import write_outputs
+from vramscribe.runtime.outcome import kept_message, write_outputs
 from vramscribe.runtime.task import Task
 
 __all__ = ["MemorySplit", "Runner", "Task", "Worker"]
@@ -126,6 +126,7 @@ class Runner:
         self.workers: dict[str, Worker] = {}  # the busy ones, by job id
         self.idle: dict[str, Worker] = {}  # the idle ones, by instance id
         self.releasing: dict[int, Worker] = {}
+        self.held: dict[str, list[str]] = {}  # jobs run by other jobs: parent id -> children
         self.listeners: list[Listener] = []
         self.readings: dict[str, Reading] = {}
         self.unreadable: set[str] = set()
@@ -156,9 +157,32 @@ class Runner:
         fail(task.job, self.clock(), reason)
         self._publish(JobChanged(task))
 
+    def hold(self, task: Task, reason: str, children: list[str]) -> None:
+        """Keep a job that runs through other jobs (a file split by channel): known, never
+        queued; :meth:`advance` moves it as they go, cancelling it cancels them."""
+        self.tasks[task.job.id] = task
+        self.held[task.job.id] = children
+        task.pending_reason = reason
+        self._publish(JobChanged(task))
+
+    def advance(self, task: Task, state: JobState, reason: str) -> None:
+        """Move a held job (failing sets its error); see :meth:`hold`."""
+        now = self.clock()
+        if state is JobState.FAILED:
+            fail(task.job, now, reason)
+        else:
+            transition(task.job, state, now, reason)
+        self._publish(JobChanged(task))
+
     def cancel(self, job_id: str, reason: str = "cancelled") -> None:
         task = self.tasks.get(job_id)
         if task is None or task.job.state.is_final:
+            return
+        if job_id in self.held:
+            transition(task.job, JobState.CANCELLED, self.clock(), reason)
+            self._publish(JobChanged(task))
+            for child in self.held[job_id]:
+                self.cancel(child, reason)
             return
         if task.job.state is JobState.PENDING:
             if job_id in self.queue:
@@ -508,16 +532,19 @@ class Runner:
 
     # -- outcomes ------------------------------------------------------------------
     def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
-        problem = write_outputs(result, task.outputs)
-        if problem is not None:
-            self._failed(worker, task, now, FailureKind.CRASH, problem)
-            return
         key = task.job.footprint_key(worker.device.kind, task.batch_size)
         peak = max(worker.inst.peak_mb, worker.loaded_mb)
         if peak > 0:
             self.book.observe_peak(key, peak, task.job.audio_s)
         if task.transcribe_s and task.job.audio_s:
             self.book.observe_speed(key, task.job.audio_s / task.transcribe_s)
+        problem = write_outputs(result, task.outputs, task.engine.layout)
+        if problem is not None:
+            # The transcription is fine; only the outputs failed. Keep the transcript
+            # instead of redoing the work (which would fail the same way).
+            task.kept_result = result
+            self._failed(worker, task, now, FailureKind.OUTPUT, kept_message(problem, result))
+            return
         task.progress_s = task.job.audio_s
         transition(task.job, JobState.COMPLETED, now, "transcribed")
         self._publish(JobChanged(task))

@@ -26,3 +26,5 @@ class Task:
     worker_pid: int | None = None
     batch_size: int = 1
     """The batch size its current (or last) attempt runs at, as the planner chose it."""
+    kept_result: Path | None = None
+    """The finished transcript kept in the run folder when its outputs could not be written."""

@@ -34,7 +34,7 @@ from vramscribe.service.paths import resolve_allowed
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.service.schemas import JobByPath
 from vramscribe.store.records import JobRecord
-from vramscribe.submit.request import OPTION_FIELDS, JobRequest, new_job_id
+from vramscribe.submit.request import ALL_FIELDS, JobRequest, new_job_id
 
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,6}")
 _COPY_CHUNK = 1024 * 1024
@@ -47,7 +47,7 @@ async def submit_request(request: Request, service: SchedulerService) -> JobReco
         form = await request.form()
         try:
             source, filename = await save_upload(form, service.uploads)
-            fields = {k: v for k, v in form.items() if k in OPTION_FIELDS and isinstance(v, str)}
+            fields = {k: v for k, v in form.items() if k in ALL_FIELDS and isinstance(v, str)}
         finally:
             await form.close()
         return await asyncio.to_thread(submit_file, service, source, fields, filename=filename)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vramscribe.service.whisper_fields import WhisperFields, whisper_values
 from vramscribe.submit.request import OPTION_FIELDS
 
 Loose = str | int | float | bool | None
 """A field value as a client may send it; :meth:`JobRequest.parse` reads it."""
 
 
-class JobByPath(BaseModel):
+class JobByPath(WhisperFields):
     """``POST /v1/jobs`` with JSON: a file under an allowed root, and per-job options."""
 
     model_config = ConfigDict(extra="forbid")
@@ -31,9 +32,11 @@ class JobByPath(BaseModel):
     hotwords: Loose = None
     compute_type: Loose = None
     batch_size: Loose = None
+    split_channels: Loose = None
+    channel_names: Loose | list[str] = None
 
     def options(self) -> dict[str, Loose]:
-        return {name: getattr(self, name) for name in OPTION_FIELDS}
+        return {name: getattr(self, name) for name in OPTION_FIELDS} | whisper_values(self)
 
 
 class HistoryEntry(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Double,
     ForeignKey,
     Index,
@@ -98,3 +99,41 @@ class FootprintRow(Base):
 
     key: Mapped[str] = mapped_column(String, primary_key=True)
     book: Mapped[str] = mapped_column(Text)
+
+
+class OutputRecordRow(Base):
+    """An output file and the input it was written from, as that input was then.
+
+    "Skip existing outputs" trusts an output only when this record names the
+    same input at the same size and modification time.
+    """
+
+    __tablename__ = "output_records"
+
+    output_path: Mapped[str] = mapped_column(Text, primary_key=True)
+    input_path: Mapped[str] = mapped_column(Text)
+    input_size: Mapped[int] = mapped_column(BigInteger)
+    input_mtime: Mapped[float] = mapped_column(Double)
+    job_id: Mapped[str | None] = mapped_column(String)
+    written_at: Mapped[float] = mapped_column(Double)
+
+
+class KeptTranscriptRow(Base):
+    """A finished transcript whose outputs could not be written, kept for a rerun.
+
+    ``options`` are the engine options it was made with, so a rerun reuses it
+    only for the same input and the same request.
+    """
+
+    __tablename__ = "kept_transcripts"
+
+    job_id: Mapped[str] = mapped_column(String, primary_key=True)
+    input_path: Mapped[str] = mapped_column(Text)
+    input_size: Mapped[int] = mapped_column(BigInteger)
+    input_mtime: Mapped[float] = mapped_column(Double)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result_path: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    kept_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index(None, "input_path"),)

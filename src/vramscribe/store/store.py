@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, Transition, transition
 from vramscribe.store.database import WRITES, connect, migrate
+from vramscribe.store.ledger import OutputLedger
 from vramscribe.store.records import JobRecord, from_columns, to_columns, to_row
 from vramscribe.store.schema import FootprintRow, HistoryRow, JobRow
 
@@ -226,6 +227,12 @@ class Store:
             if pid is not None:
                 pids.append(pid)
         return moved, pids
+
+    # -- outputs ---------------------------------------------------------------------
+    @property
+    def ledger(self) -> OutputLedger:
+        """Which input each output was written from; transcripts kept after a failed write."""
+        return OutputLedger(self._read, self._write)
 
     # -- footprints ----------------------------------------------------------------
     def has_footprints(self) -> bool:

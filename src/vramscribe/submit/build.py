@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vramscribe.core.jobs import Job
-from vramscribe.core.profiles import profile_for
+from vramscribe.core.profiles import decoding_extra_mb, profile_for
+from vramscribe.decoding import beams, needs_words
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import UnknownModel
 from vramscribe.models import resolve_model
@@ -58,10 +59,13 @@ def engine_options(request: JobRequest, model: ModelChoice, cpu_threads: int) ->
         language=request.language,
         beam_size=request.beam_size,
         vad_filter=request.vad_filter,
-        word_timestamps=request.word_timestamps,
+        word_timestamps=request.word_timestamps or needs_words(request.layout),
         initial_prompt=request.initial_prompt,
         hotwords=request.hotwords,
         fake=dict(request.fake),
+        decoding=dict(request.decoding),
+        layout=dict(request.layout),
+        channel=request.channel,
     )
 
 
@@ -91,6 +95,9 @@ def build_job(
         submitted_at=now,
         compute_type=request.compute_type,
         batch_size=request.batch_size,
+        decode_extra_mb=decoding_extra_mb(
+            model.profile, beams(request.beam_size, request.decoding)
+        ),
     )
     task = Task(job, request.input, engine, list(request.outputs))
     record = new_record(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vramscribe.core.jobs import DEFAULT_PRIORITY, parse_priority
+from vramscribe.decoding import BY_FIELD, check, read_fields
 from vramscribe.errors import InvalidRequest
 from vramscribe.outputs import FORMATS
 
@@ -33,7 +34,10 @@ DEFAULT_FORMATS = ("txt", "srt")
 OPTION_FIELDS = (
     "model", "language", "priority", "beam_size", "vad_filter", "word_timestamps",
     "initial_prompt", "hotwords", "compute_type", "batch_size",
+    "split_channels", "channel_names",
 )  # fmt: skip
+ALL_FIELDS = OPTION_FIELDS + tuple(name for name in BY_FIELD if name not in OPTION_FIELDS)
+"""Every field a client may set: :data:`OPTION_FIELDS` and the Whisper options' names."""
 
 
 def new_job_id() -> str:
@@ -95,6 +99,24 @@ class JobRequest:
     job_id: str = field(default_factory=new_job_id)
     """The new job's id (the service names transcript files after it before submitting)."""
 
+    # -- the options Whisper users know (vramscribe.decoding) --------------------------
+    decoding: Mapping[str, Any] = field(default_factory=dict)
+    """Decoding and VAD options by faster-whisper's names (task, temperature, best_of, ...);
+    only those set, passed to faster-whisper unchanged."""
+
+    layout: Mapping[str, Any] = field(default_factory=dict)
+    """Subtitle layout: max_line_width, max_line_count, highlight_words."""
+
+    # -- channels (vramscribe.channels) ---------------------------------------------------
+    split_channels: bool = False
+    """Transcribe each channel on its own and merge them by time with a speaker label each."""
+
+    channel_names: tuple[str, ...] = ()
+    """The speakers' labels, one per channel (default: channel 1, channel 2, ...)."""
+
+    channel: int | None = None
+    """Only this channel (0-based): set on the child jobs of a split file."""
+
     def __post_init__(self) -> None:
         _check_priority(self.priority)
         if not self.model.strip():
@@ -109,6 +131,7 @@ class JobRequest:
             raise InvalidRequest(_beam_message(self.beam_size), "beam_size")
         if self.engine not in ENGINES:
             raise InvalidRequest(f"engine must be one of {', '.join(ENGINES)}", "engine")
+        _check_whisper_options(self)
         unknown = [fmt for fmt, _ in self.outputs if fmt not in FORMATS]
         if unknown:
             raise InvalidRequest(
@@ -132,6 +155,9 @@ class JobRequest:
             value = values.get(name)
             if value is not None and value != "":
                 given[name] = _PARSERS[name](value)
+        decoding, layout = read_fields(values)
+        given["decoding"] = {**given.get("decoding", {}), **decoding}
+        given["layout"] = {**given.get("layout", {}), **layout}
         return cls(**given)
 
 
@@ -166,6 +192,25 @@ def parse_request_priority(value: object) -> int:
 
 def parse_flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _check_whisper_options(request: JobRequest) -> None:
+    check(request.decoding, request.layout)
+    if request.decoding.get("task") == "translate" and request.model.endswith(".en"):
+        raise InvalidRequest(
+            f"translate needs a multilingual model; {request.model} is English-only", "task"
+        )
+
+
+def parse_channel_names(value: object) -> tuple[str, ...]:
+    """``agent,customer`` (or a list): one speaker label per channel."""
+    parts = value if isinstance(value, list | tuple) else str(value).split(",")
+    names = tuple(str(p).strip() for p in parts)
+    if not all(names) or len(set(names)) != len(names):
+        raise InvalidRequest(
+            f"channel_names must be distinct, non-empty names, got {value!r}", "channel_names"
+        )
+    return names
 
 
 def _check_priority(value: int) -> None:
@@ -211,4 +256,6 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "hotwords": _text("hotwords"),
     "compute_type": _text("compute_type"),
     "batch_size": parse_batch_size,
+    "split_channels": parse_flag,
+    "channel_names": parse_channel_names,
 }

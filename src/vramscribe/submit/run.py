@@ -13,25 +13,31 @@ import contextlib
 import fcntl
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 from vramscribe.audio import probe_duration
+from vramscribe.channels import channel_count
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound
+from vramscribe.naming import claim, path_key
 from vramscribe.paths import new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
+from vramscribe.runtime.ledger import LedgerWriter
 from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
 from vramscribe.runtime.runner import Runner
+from vramscribe.runtime.split import SplitMerger
 from vramscribe.runtime.task import Task
 from vramscribe.runtime.timeline import Timeline
 from vramscribe.settings import RunSettings
 from vramscribe.store.records import JobRecord
 from vramscribe.store.store import Store
-from vramscribe.submit.build import build_job, choose_model
+from vramscribe.submit.build import ModelChoice, build_job, choose_model
 from vramscribe.submit.request import JobRequest
+from vramscribe.submit.split import channel_jobs
 
 
 class Run:
@@ -48,6 +54,9 @@ class Run:
         self.timeline = Timeline(runner, runner.run_dir / "timeline.jsonl")
         self.persister = StorePersister(store)
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
+        runner.listeners.append(LedgerWriter(store.ledger))
+        self.splits = SplitMerger(runner)
+        runner.listeners.append(self.splits)
         self.orphans_ended: list[int] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,7 +77,10 @@ class Run:
         and failed at once, so a batch's summary names it.
         """
         model = choose_model(request.model, request.engine)
+        request = self._distinct_outputs(request)
         now = self.runner.clock() if submitted_at is None else submitted_at
+        if request.split_channels and (channels := self._channels(request)) > 1:
+            return self._submit_split(request, model, channels, now)
         failure: str | None = None
         try:
             audio_s = probe_duration(request.input)
@@ -85,6 +97,47 @@ class Run:
         else:
             self._on_runner_thread(lambda: self.runner.add(new.task))
         return record
+
+    def _channels(self, request: JobRequest) -> int:
+        """The input's channel count; 1 when it cannot be read (the usual path reports why)."""
+        try:
+            return channel_count(request.input)
+        except (BadInput, InputNotFound):
+            return 1
+
+    def _submit_split(
+        self, request: JobRequest, model: ModelChoice, channels: int, now: float
+    ) -> JobRecord:
+        """A parent job and one child per channel (:mod:`vramscribe.submit.split`)."""
+        audio_s = probe_duration(request.input)
+        parent, children, group = channel_jobs(
+            request, model, channels=channels, folder=self.runner.run_dir / "channels",
+            cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s,
+        )  # fmt: skip
+        record = self.store.add(parent.record)
+        self.store.add_many([c.record for c in children])
+        self.splits.add(group)
+        reason = f"waiting for its {channels} channels"
+
+        def queue() -> None:
+            self.runner.hold(parent.task, reason, [c.task.job.id for c in children])
+            for child in children:
+                self.runner.add(child.task)
+
+        self._on_runner_thread(queue)
+        return record
+
+    def _distinct_outputs(self, request: JobRequest) -> JobRequest:
+        """``request`` with outputs no other input writes or owns (see :mod:`vramscribe.naming`)."""
+        claimed = {
+            path_key(path): path_key(task.input)
+            for task in list(self.runner.tasks.values())
+            if not task.job.state.is_final
+            for _, path in task.outputs
+        }
+        records = self.store.ledger.sources(path for _, path in request.outputs)
+        outputs = claim(request.input, request.outputs, records, claimed)
+        return request if outputs == request.outputs else replace(request, outputs=outputs)
 
     def resume(self, record: JobRecord, engine: EngineOptions | None = None) -> Task:
         """Queue a stored pending job again, its history carried over (``engine``: new options)."""
