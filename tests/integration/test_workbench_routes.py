@@ -63,7 +63,7 @@ def unsigned(client: httpx.AsyncClient) -> httpx.AsyncClient:
 
 async def test_the_submit_settings(api: Api) -> None:
     info = (await api.client.get("/v1/workbench")).json()
-    assert info == {"model": "small", "formats": ["txt", "srt", "vtt", "json"],
+    assert info == {"model": "small", "formats": ["txt", "srt", "vtt", "tsv", "json"],
                     "allowed_roots": [str(api.root)]}  # fmt: skip
 
 
