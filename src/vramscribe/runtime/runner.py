@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vramscribe.core.footprints import FootprintBook
+from vramscribe.core.footprints import FootprintBook, resolve_compute_type
 from vramscribe.core.jobs import JobState, fail, transition
 from vramscribe.core.observe import DeviceInfo, MemorySplit, PolicyShell, Tracked
 from vramscribe.core.planner import Plan, Start, plan
@@ -57,6 +57,7 @@ from vramscribe.runtime.events import (
 )
 from vramscribe.runtime.launcher import Launcher, ProcessLauncher, WorkerHandle
 from vramscribe.runtime.outcome import write_outputs
+from vramscribe.runtime.resume import begin_attempt, finish_result, keep, resume_words
 from vramscribe.runtime.task import Task
 
 __all__ = ["MemorySplit", "Runner", "Task", "Worker"]
@@ -272,6 +273,7 @@ class Runner:
             worker.inst.expected_end = now + left / speed
             self._publish(ProgressMade(task))
         elif isinstance(message, SegmentDone):
+            keep(task, message)
             self._publish(SegmentTranscribed(task, message.start, message.end, message.text))
         elif isinstance(message, Done):
             task.transcribe_s = message.transcribe_s
@@ -427,8 +429,11 @@ class Runner:
             engine["device_index"] = int(device.id.split(":")[1])
         elif device.kind == "cpu":
             engine["device"] = "cpu"
+        compute = resolve_compute_type(str(engine["compute_type"]), device.kind)
+        task.ran_with = {"device": device.id, "compute_type": compute, "batch_size": batch}
+        resume = begin_attempt(task, engine)
         result = self.run_dir / "results" / f"{job.id}.{job.attempts}.json"
-        return WorkerSpec(str(task.input), str(result), job.attempts, engine)
+        return WorkerSpec(str(task.input), str(result), job.attempts, engine, resume)
 
     def _began(self, task: Task, start: Start, now: float) -> str:
         """Bookkeeping common to a new and a warm start; the history's words for the batch."""
@@ -457,6 +462,7 @@ class Runner:
         worker = Worker(task, device, handle, inst, log_path, now, closing=not self.settings.reuse)
         self.instances[handle.pid] = self.workers[job.id] = worker
         task.worker_pid = handle.pid
+        batch += resume_words(task, spec.resume_from_s)
         reason = f"starting on {start.device_id} (reserved {start.reserved_mb:.0f} MB{batch})"
         transition(job, JobState.LOADING, now, reason)
         self._publish(JobChanged(task))
@@ -470,6 +476,7 @@ class Runner:
         worker.task, worker.last_event_at, worker.error = task, now, None
         self.workers[job.id] = worker
         task.worker_pid = worker.pid
+        batch += resume_words(task, spec.resume_from_s)
         reason = (
             f"on warm instance {worker.pid} on {start.device_id} "
             f"(reserved {start.reserved_mb:.0f} MB{batch})"
@@ -480,6 +487,8 @@ class Runner:
             worker.task = None
             self._kill(worker)
             job.attempts -= 1
+            if spec.resume_from_s > 0:
+                task.resumed_from_s.pop()
             self.queue.push(job)
             return
         self.loads_avoided += 1
@@ -504,7 +513,7 @@ class Runner:
 
     # -- outcomes ------------------------------------------------------------------
     def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
-        problem = write_outputs(result, task.outputs)
+        problem = finish_result(result, task) or write_outputs(result, task.outputs)
         if problem is not None:
             self._failed(worker, task, now, FailureKind.CRASH, problem)
             return
