@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from vramscribe.core.limits import MemoryLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,10 @@ class Settings:
 
     batch_lookahead: int = 8
     """Pending jobs weighed when choosing a batch size (memory a batch takes from them)."""
+
+    # -- limits users set ----------------------------------------------------------------
+    limits: MemoryLimits = field(default_factory=MemoryLimits)
+    """Per device: the most vramscribe may hold, and memory always left to others."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.safety_margin < 1.0:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vramscribe.core.footprints import FootprintBook, resolve_compute_type
 from vramscribe.core.jobs import JobState, fail, transition
+from vramscribe.core.limits import DeviceLimits
 from vramscribe.core.observe import DeviceInfo, MemorySplit, PolicyShell, Tracked
 from vramscribe.core.planner import Plan, Start, plan
 from vramscribe.core.queue import PendingQueue
@@ -114,6 +115,7 @@ class Runner:
     ) -> None:
         self.devices = {d.id: d for d in devices}
         self.settings = settings or Settings()
+        self.settings.limits.check(self.devices)  # a limit for a device not in this run
         self.book = book or FootprintBook()
         self.run_dir = run_dir
         self.hang_timeout_s = hang_timeout_s
@@ -222,6 +224,21 @@ class Runner:
         """The device's memory as the CLI view, the dashboard and the metrics show it."""
         reading = self.readings.get(dev_id)
         return None if reading is None else self.shell.split(dev_id, reading)
+
+    def limits_for(self, dev_id: str) -> DeviceLimits:
+        """The user's limits on a device, resolved against its last reading."""
+        reading = self.readings.get(dev_id)
+        return self.settings.limits.for_device(dev_id, reading.total_mb if reading else 0.0)
+
+    def _device_info(self, dev: Device) -> DeviceInfo:
+        limits = self.limits_for(dev.id)
+        return DeviceInfo(
+            dev.id,
+            dev.kind,
+            dev.max_instances,
+            reserve_bytes=limits.reserve_bytes,
+            memory_limit_bytes=limits.memory_limit_bytes,
+        )
 
     # -- one iteration -------------------------------------------------------------
     def step(self) -> None:
@@ -373,7 +390,7 @@ class Runner:
                 log.warning("cannot read %s: %s", dev_id, exc)
 
     def _admit(self, now: float) -> None:
-        infos = [DeviceInfo(d.id, d.kind, d.max_instances) for d in self.devices.values()]
+        infos = [self._device_info(d) for d in self.devices.values()]
         seen = self.shell.observe(now, self.readings, infos, self.unreadable)
         for dev_id in seen.unattributed:
             log.warning("%s does not attribute memory to our processes; using reservations", dev_id)
