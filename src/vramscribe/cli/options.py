@@ -11,6 +11,7 @@ import click
 
 from vramscribe.core.jobs import DEFAULT_PRIORITY, PRIORITY_NAMES
 from vramscribe.core.limits import MemoryLimits, check_fraction, parse_device_sizes
+from vramscribe.core.retry import FALLBACK_RUNGS
 from vramscribe.core.settings import Settings
 from vramscribe.errors import InvalidLimit, InvalidRequest
 from vramscribe.settings import RunSettings, default
@@ -118,6 +119,28 @@ def memory_limits(opts: dict[str, Any]) -> MemoryLimits:
     )
 
 
+# -- the fallback ladder (transcribe, serve) -----------------------------------------------
+def _fallback_callback(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
+    rungs = tuple(r.strip().lower() for r in (value or "").split(",") if r.strip())
+    unknown = [r for r in rungs if r not in FALLBACK_RUNGS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown rung {', '.join(map(repr, unknown))}; the rungs are "
+            f"{' and '.join(FALLBACK_RUNGS)}, e.g. --fallback int8,cpu"
+        )
+    return rungs
+
+
+fallback_option = click.option(
+    "--fallback",
+    default="",
+    callback=_fallback_callback,
+    metavar="RUNGS",
+    help="After out-of-memory failures, beyond a smaller batch: retry with int8 weights, "
+    "then on the CPU (e.g. int8,cpu; one attempt each).",
+)
+
+
 def run_options(keep_alive_s: float) -> Callable[[F], F]:
     """Devices, capacity, timeouts, warm instances and the engine: how a run runs."""
     options = [
@@ -154,6 +177,7 @@ def run_options(keep_alive_s: float) -> Callable[[F], F]:
         ),
         instance_options(keep_alive_s),
         limit_options,
+        fallback_option,
         click.option("--engine", default=job_default("engine"), hidden=True),
         click.option("--fake-config", default="{}", hidden=True),
     ]
@@ -173,6 +197,7 @@ def run_settings(opts: dict[str, Any]) -> RunSettings:
         max_instances_total=opts["max_instances"] or default(Settings, "max_instances_total"),
         **instance_settings(opts),
         limits=memory_limits(opts),
+        fallback=opts["fallback"],
     )
     return RunSettings(
         device=opts["device"],

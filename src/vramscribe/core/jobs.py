@@ -114,6 +114,11 @@ class Job:
     error: str | None = None
     history: list[Transition] = field(default_factory=list)
     engine_key: str = ""
+    device_kind: str | None = None
+    """Only devices of this kind may run it (the fallback ladder's CPU rung); None: any
+    of the run's own devices."""
+    fallback_steps: int = 0
+    """Attempts that stepped down the fallback ladder (they do not count against the limit)."""
 
     def footprint_key(self, device_kind: str, batch_size: int | None = None) -> FootprintKey:
         batch = batch_size if batch_size is not None else max(1, self.batch_size)

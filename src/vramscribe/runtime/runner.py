@@ -29,9 +29,9 @@ from vramscribe.core.footprints import FootprintBook, resolve_compute_type
 from vramscribe.core.jobs import JobState, fail, transition
 from vramscribe.core.limits import DeviceLimits
 from vramscribe.core.observe import DeviceInfo, MemorySplit, PolicyShell, Tracked
-from vramscribe.core.planner import Plan, Start, plan
+from vramscribe.core.planner import Plan, Start
 from vramscribe.core.queue import PendingQueue
-from vramscribe.core.retry import FailureKind, apply_failure
+from vramscribe.core.retry import Attempt, FailureKind, apply_failure
 from vramscribe.core.settings import Settings
 from vramscribe.devices.base import Device, Reading
 from vramscribe.engines.base import engine_key
@@ -56,6 +56,7 @@ from vramscribe.runtime.events import (
     SegmentTranscribed,
     Tick,
 )
+from vramscribe.runtime.fallback import apply_rung, fallback_only, plan_split, with_fallback_device
 from vramscribe.runtime.launcher import Launcher, ProcessLauncher, WorkerHandle
 from vramscribe.runtime.outcome import write_outputs
 from vramscribe.runtime.resume import begin_attempt, finish_result, keep, resume_words
@@ -112,9 +113,13 @@ class Runner:
         poll_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         launcher: Launcher | None = None,
+        cpu_threads: int = 1,
     ) -> None:
-        self.devices = {d.id: d for d in devices}
         self.settings = settings or Settings()
+        devices = with_fallback_device(devices, self.settings, cpu_threads)
+        self.devices = {d.id: d for d in devices}
+        # The CPU rung's devices in a GPU run: only jobs the ladder sent there use them.
+        self.spare = fallback_only(devices) if "cpu" in self.settings.fallback else set()
         self.settings.limits.check(self.devices)  # a limit for a device not in this run
         self.book = book or FootprintBook()
         self.run_dir = run_dir
@@ -400,7 +405,7 @@ class Runner:
             self.releasing[inst.pid].handle.kill()
         if not len(self.queue) and not self.idle:
             return
-        decisions = plan(now, self.queue, seen.snapshots, seen.views, self.settings, self.book)
+        decisions = plan_split(now, self.queue, seen, self.spare, self.settings, self.book)
         self.last_plan = decisions
         self._apply(decisions, now)
 
@@ -446,6 +451,8 @@ class Runner:
             engine["device_index"] = int(device.id.split(":")[1])
         elif device.kind == "cpu":
             engine["device"] = "cpu"
+            if engine["engine"] == "fake":  # the fake engine claims no fake GPU memory there
+                engine["fake"] = {**engine["fake"], "device_path": None}
         compute = resolve_compute_type(str(engine["compute_type"]), device.kind)
         task.ran_with = {"device": device.id, "compute_type": compute, "batch_size": batch}
         resume = begin_attempt(task, engine)
@@ -548,9 +555,12 @@ class Runner:
         self, worker: Worker, task: Task, now: float, kind: FailureKind, message: str
     ) -> None:
         self._publish(AttemptFailed(task, kind, message, worker.device.id))
+        ran = Attempt(task.batch_size, str(task.ran_with.get("compute_type")), worker.device.kind)
         outcome = apply_failure(
-            task.job, kind, message, worker.inst.reserved_mb, now, self.settings
+            task.job, kind, message, worker.inst.reserved_mb, now, self.settings, ran
         )
+        if outcome.fallback is not None:
+            apply_rung(task, outcome.fallback)
         if outcome.cooldown_until is not None:
             self.shell.cool(worker.device.id, outcome.cooldown_until)
         if outcome.retry:
