@@ -3,6 +3,7 @@ last finished segment and the parts are joined (real worker processes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SPEECH_AUDIO, write_wav
+from vramscribe.audio import decode_samples
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.core.settings import Settings
 from vramscribe.devices.cpu import CpuDevice
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.engines.base import EngineOptions
+from vramscribe.engines.whisper import WhisperEngine
 from vramscribe.models import resolve_model
 from vramscribe.runtime.events import RunnerEvent, SegmentTranscribed
 from vramscribe.runtime.runner import Runner, Task
@@ -139,3 +142,34 @@ def test_a_real_worker_killed_halfway_resumes_and_the_transcript_matches(
     assert before_a == before_b
     assert len(after_a.split()) > 30
     assert word_error_rate(after_a, after_b) <= 0.2, (after_a, after_b)
+
+
+@pytest.fixture(scope="module")
+def base_engine(tmp_path_factory: pytest.TempPathFactory) -> tuple[WhisperEngine, EngineOptions]:
+    resolved = resolve_model("base", cache_dir=tmp_path_factory.mktemp("models"))
+    options = EngineOptions(model="base", model_path=resolved.path, compute_type="int8",
+                            language="de", cpu_threads=2)  # fmt: skip
+    engine = WhisperEngine(options)
+    engine.load()
+    return engine, options
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("batch", "vad"), [(1, False), (1, True), (2, False), (2, True)])
+def test_the_engine_resumes_in_every_decoding_mode(
+    base_engine: tuple[WhisperEngine, EngineOptions], batch: int, vad: bool
+) -> None:
+    """Without VAD faster-whisper decodes from ``clip_timestamps`` (the batched pipeline
+    from windows starting there); with VAD, which clip timestamps would switch off, the
+    samples are cut and the timestamps shifted. Either way the timestamps count from the
+    file's start and the words are those an uninterrupted run finds there."""
+    engine, options = base_engine
+    options = dataclasses.replace(options, batch_size=batch, vad_filter=vad)
+    samples = decode_samples(SPEECH_AUDIO / "multilingual.mp3")
+    full = engine.transcribe(samples, options, 1, lambda _: None, lambda _s, _l: None)
+    part = engine.transcribe(samples, options, 1, lambda _: None, lambda _s, _l: None, 36.0)
+    assert part.segments and min(s.start for s in part.segments) >= 36.0 - 1e-6
+    assert part.segments[-1].end > 55.0 and part.duration_s == pytest.approx(59.9, abs=0.1)
+    resumed = normalise(part.text).split()
+    tail = normalise(full.text).split()[-len(resumed) :]
+    assert len(resumed) > 25 and word_error_rate(" ".join(tail), " ".join(resumed)) <= 0.25
