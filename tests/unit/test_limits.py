@@ -15,7 +15,12 @@ from vramscribe.core.limits import (
 from vramscribe.core.planner import Plan, plan
 from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
+from vramscribe.devices.fake import FOREIGN
 from vramscribe.errors import InvalidLimit
+from vramscribe.sim.model import Admission, SimResult
+from vramscribe.sim.policies import make_policy
+from vramscribe.sim.scenarios import load_scenario
+from vramscribe.sim.simulator import Simulation
 
 GIB = 1024**3
 NO_MARGIN = Settings(safety_margin=0.0, max_loads_per_device=8)
@@ -115,3 +120,29 @@ def test_a_reserve_is_subtracted_from_free_memory_like_the_margin() -> None:
     # A reserve that leaves too little for a job rejects it.
     big = dev(reserve_bytes=9500 * MIB)
     assert [r.job_id for r in plan(0, [small("a")], [big], [], NO_MARGIN).rejects] == ["a"]
+
+
+def _ours_peak(scenario: str, settings: Settings) -> tuple[float, SimResult]:
+    """The most the planner's instances held on the GPU, sampled at every planner call."""
+    policy = make_policy("vramscribe")
+    peak = [0.0]
+    admit = policy.admit
+
+    def watched(now: float, sim: Simulation) -> list[Admission]:
+        for gpu in sim.gpus:
+            peak[0] = max(peak[0], sum(mb for pid, mb in gpu.device.used.items() if pid != FOREIGN))
+        return admit(now, sim)
+
+    policy.admit = watched  # type: ignore[method-assign]
+    result = Simulation(load_scenario(scenario), policy, settings).run()
+    return peak[0], result
+
+
+def test_the_simulator_honours_a_memory_fraction() -> None:
+    free, _ = _ours_peak("tight-8g", Settings())
+    capped, result = _ours_peak("tight-8g", Settings(limits=MemoryLimits(memory_fraction=0.5)))
+    assert free > 4096  # without the limit the planner uses more than half of the 8 GiB
+    # Simulated footprints run up to 10% over the table until learned: a few MB over at most.
+    assert capped <= 4096 * 1.01
+    # large-v3 (4.6 GiB) can never fit in 4 GiB: rejected at once, nothing left unfinished.
+    assert result.rejected > 0 and result.unfinished == 0 and result.oom_events == 0
