@@ -85,9 +85,10 @@ def _base_task(tmp_path: Path, name: str) -> Task:
     return Task(job, SPEECH_AUDIO / "multilingual.mp3", engine, [("json", out)])
 
 
-def _words_away_from(transcript: Transcript, joint: float, margin_s: float) -> tuple[str, str]:
-    before = " ".join(s.text for s in transcript.segments if s.end <= joint - margin_s)
-    after = " ".join(s.text for s in transcript.segments if s.start >= joint + margin_s)
+def _words_around(transcript: Transcript, joint: float) -> tuple[str, str]:
+    """The normalised words of the segments before ``joint`` and of those after it."""
+    before = " ".join(s.text for s in transcript.segments if s.end <= joint + 1e-6)
+    after = " ".join(s.text for s in transcript.segments if s.end > joint + 1e-6)
     return normalise(before), normalise(after)
 
 
@@ -123,7 +124,10 @@ def test_a_real_worker_killed_halfway_resumes_and_the_transcript_matches(
     assert 0 < joint < 59.9
     assert all(start >= joint - 1e-6 for a, start, _ in seen if a == 2)
     starts = [h.reason for h in task.job.history if h.to_state is JobState.LOADING]
-    assert f"resuming at {joint:.1f} s after 1 finished segment" in starts[1]
+    # Segments a worker has written before the kill lands still arrive: one or more.
+    count = task.kept_before
+    assert count >= 1
+    assert f"resuming at {joint:.1f} s after {count} finished segment" in starts[1]
 
     a = Transcript.from_dict(json.loads((tmp_path / "plain.json").read_text()))
     b = Transcript.from_dict(json.loads((tmp_path / "killed.json").read_text()))
@@ -136,12 +140,15 @@ def test_a_real_worker_killed_halfway_resumes_and_the_transcript_matches(
     assert b.segments[-1].end > 55.0
     ends = [s.end for s in b.segments]
     assert ends == sorted(ends)
-    # Away from the joint (3 s either side) the words are those of the uninterrupted run.
-    before_a, after_a = _words_away_from(a, joint, 3.0)
-    before_b, after_b = _words_away_from(b, joint, 3.0)
+    # Before the joint the words are the uninterrupted run's exactly; after it, decoded
+    # again from a window that starts elsewhere, nearly so (segments are cut differently,
+    # so the words are compared as one text, not segment by segment).
+    before_a, after_a = _words_around(a, joint)
+    before_b, after_b = _words_around(b, joint)
     assert before_a == before_b
     assert len(after_a.split()) > 30
-    assert word_error_rate(after_a, after_b) <= 0.2, (after_a, after_b)
+    assert word_error_rate(after_a, after_b) <= 0.25, (after_a, after_b)
+    assert word_error_rate(a.text, b.text) <= 0.1
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ def begin_attempt(task: Task, engine: dict[str, Any]) -> float:
     """Where the attempt now starting begins (0: the file's start); fixes its language."""
     start = task.kept[-1].end if task.kept else 0.0
     task.kept_before = len(task.kept)
+    task.progress_s = start  # what is kept is done
     if start > 0:
         task.resumed_from_s.append(start)
         if engine.get("language") is None and task.language:
