@@ -92,6 +92,11 @@ def test_the_command_takes_limits_and_refuses_bad_ones(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert gpu.true_state().peak_used_mb <= 2500
     assert len(list((tmp_path / "in").glob("*.txt"))) == 4
+    # The run's timeline records the limits it ran under, for reports.
+    [timeline] = (tmp_path / "vramscribe-data" / "runs").glob("*/timeline.jsonl")
+    start = json.loads(timeline.read_text().splitlines()[0])
+    assert start["settings"]["memory_limit_bytes"] == {"fake:0": 2500 * MIB}
+    assert start["settings"]["reserve_bytes"] == {"fake:0": GIB}
     for args, words in [
         (["--memory-limit", "cuda:7=2GiB"], "unknown device 'cuda:7'; this run uses fake:0"),
         (["--reserve", "fake:0=lots"], "bad size 'lots'"),
