@@ -56,6 +56,9 @@ LADDER = Settings(max_attempts=3, fallback=("int8", "cpu"))
         (Attempt(1, "float16", "cuda"), ("cpu",), (1, "int8", "cpu")),
         (Attempt(1, "float16", "cuda"), (), None),
         (Attempt(1, "int8", "cpu"), ("int8", "cpu"), None),
+        # Out of memory while loading: a smaller batch would not help.
+        (Attempt(8, "float16", "cuda", loaded=False), (), None),
+        (Attempt(8, "float16", "cuda", loaded=False), ("int8",), (None, "int8", None)),
     ],
 )
 def test_each_rung_steps_down_from_what_the_attempt_ran_with(

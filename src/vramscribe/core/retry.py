@@ -41,6 +41,8 @@ class Attempt:
     compute_type: str
     """As resolved on its device (``float16``, ``int8``, ...), never ``default``."""
     device_kind: str
+    loaded: bool = True
+    """Whether the model was in memory: a batch is only allocated after the load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,13 @@ class Fallback:
 
 
 def next_rung(ran: Attempt, rungs: tuple[str, ...]) -> Fallback | None:
-    """The next rung below ``ran``, or None when the ladder is exhausted."""
-    if ran.batch_size > 1:
+    """The next rung below ``ran``, or None when the ladder is exhausted.
+
+    A smaller batch helps only once the model is loaded: an attempt that ran out of
+    memory while loading met a device with less room than the model itself (a
+    neighbour's spike, say), and a raised estimate is the better answer to that.
+    """
+    if ran.batch_size > 1 and ran.loaded:
         smaller = ran.batch_size // 2
         return Fallback(f"batch size {smaller}", batch_size=smaller)
     if "int8" in rungs and ran.device_kind != "cpu" and not ran.compute_type.startswith("int8"):

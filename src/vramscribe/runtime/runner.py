@@ -555,7 +555,9 @@ class Runner:
         self, worker: Worker, task: Task, now: float, kind: FailureKind, message: str
     ) -> None:
         self._publish(AttemptFailed(task, kind, message, worker.device.id))
-        ran = Attempt(task.batch_size, str(task.ran_with.get("compute_type")), worker.device.kind)
+        compute = str(task.ran_with.get("compute_type"))
+        loaded = worker.inst.loaded_at is not None
+        ran = Attempt(task.batch_size, compute, worker.device.kind, loaded)
         outcome = apply_failure(
             task.job, kind, message, worker.inst.reserved_mb, now, self.settings, ran
         )
