@@ -58,3 +58,7 @@ class ModelNotAvailable(VramscribeError):
 
 class EngineError(VramscribeError):
     """The transcription engine failed."""
+
+
+class InvalidLimit(VramscribeError):
+    """A memory limit or reserve is not valid."""

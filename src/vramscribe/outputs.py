@@ -41,6 +41,16 @@ JSON_SCHEMA: dict[str, Any] = {
         "duration_s": _SECONDS,
         "model": {"type": "string"},
         "timings": {"type": "object", "additionalProperties": _NUMBER},
+        "settings": {
+            "type": "object",
+            "properties": {
+                "device": {"type": "string"},
+                "compute_type": {"type": "string"},
+                "batch_size": {"type": "integer", "minimum": 1},
+                "attempts": {"type": "integer", "minimum": 1},
+                "resumed_from_s": {"type": "array", "items": _SECONDS},
+            },
+        },
         "segments": {
             "type": "array",
             "items": {

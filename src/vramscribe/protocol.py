@@ -20,12 +20,16 @@ from vramscribe.core.retry import FailureKind
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
-    """One job for one worker: the input, where to put the result, and the engine."""
+    """One job for one worker: the input, where to put the result, and the engine.
+
+    ``resume_from_s`` > 0: earlier attempts finished the segments up to there, so
+    only the rest of the file is transcribed."""
 
     input: str
     result: str
     attempt: int
     engine: dict[str, Any]
+    resume_from_s: float = 0.0
 
     def to_json(self) -> str:
         """One line of the worker's input (without the newline)."""
@@ -34,7 +38,13 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         data = json.loads(text)
-        return cls(str(data["input"]), str(data["result"]), int(data["attempt"]), data["engine"])
+        return cls(
+            str(data["input"]),
+            str(data["result"]),
+            int(data["attempt"]),
+            data["engine"],
+            float(data.get("resume_from_s", 0.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +69,13 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class SegmentDone:
+    """A finished segment, kept by the runner so that a retry resumes after it."""
+
     start: float
     end: float
     text: str
+    words: list[dict[str, Any]] | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,9 @@ class Transcript:
     model: str
     # Seconds spent per phase (load, decode, transcribe, ...); kept for benchmarks.
     timings: dict[str, float] = field(default_factory=dict)
+    # What the finishing attempt ran with (device, compute type, batch size), how many
+    # attempts it took and where it resumed; filled in by the runner, empty from engines.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -89,13 +92,16 @@ class Transcript:
         return " ".join(t for t in (s.text.strip() for s in self.segments) if t)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "language": self.language,
             "duration_s": self.duration_s,
             "model": self.model,
             "timings": dict(self.timings),
             "segments": [s.to_dict() for s in self.segments],
         }
+        if self.settings:
+            out["settings"] = dict(self.settings)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transcript:
@@ -106,4 +112,5 @@ class Transcript:
             duration_s=float(data["duration_s"]),
             model=str(data["model"]),
             timings={str(k): float(v) for k, v in data.get("timings", {}).items()},
+            settings=dict(data.get("settings", {})),
         )

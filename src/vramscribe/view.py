@@ -118,6 +118,7 @@ class LiveView:
                 Text(
                     f"{split.total_mb / GIB:.1f} GiB: others {others / GIB:.1f}, "
                     f"ours {ours / GIB:.1f}, reserved {reserved / GIB:.1f}, free {free / GIB:.1f}"
+                    + limits_note(r, dev_id)
                 ),
             )
         jobs = Table("file", "state", "device", "progress", box=None, pad_edge=False)
@@ -134,3 +135,9 @@ class LiveView:
         done, total, _, _ = self.progress.totals()
         overall = ProgressBar(total=max(total, 1), completed=done, width=40)
         return Group(devices, jobs, warm, overall, Text(self.progress.line()), *lines)
+
+
+def limits_note(runner: Runner, dev_id: str) -> str:
+    """The user's limits on a device, for its line in the live view."""
+    words = runner.limits_for(dev_id).describe()
+    return f" ({words})" if words else ""

@@ -95,7 +95,9 @@ class Instance:
         assert self.engine is not None
         t1 = time.monotonic()
         try:
-            transcript = self.engine.transcribe(samples, options, spec.attempt, _progress, _segment)
+            transcript = self.engine.transcribe(
+                samples, options, spec.attempt, _progress, _segment, spec.resume_from_s
+            )
         except BadInput as exc:
             emit(Failed(FailureKind.BAD_INPUT, str(exc)))
             return
@@ -129,8 +131,9 @@ def _progress(done_s: float) -> None:
     emit(Progress(done_s))
 
 
-def _segment(seg: Segment) -> None:
-    emit(SegmentDone(seg.start, seg.end, seg.text))
+def _segment(seg: Segment, language: str) -> None:
+    words = None if seg.words is None else [w.to_dict() for w in seg.words]
+    emit(SegmentDone(seg.start, seg.end, seg.text, words, language))
 
 
 def main() -> int:

@@ -299,3 +299,28 @@ def test_dashboard_html_is_self_contained() -> None:
     for needle in ("<script src", "<link", "@import", "url(", "http://", "https://"):
         assert needle not in html, needle
     assert "reconnecting…" in html
+
+
+def test_dashboard_and_devices_show_the_limits_serve_was_given(
+    tmp_path: Path, services: list[Service], browser: WebDriver
+) -> None:
+    gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=8192)
+    cfg = {"device_path": str(gpu.path), "memory_mb": 1100, "speed_x": 50.0}
+    svc = start_service(tmp_path, "--device", f"fake:{gpu.path}", "--model", "small",
+                        "--memory-limit", "fake:0=2GiB", "--reserve", "fake:0=512MiB",
+                        fake=cfg)  # fmt: skip
+    services.append(svc)
+    with svc.client() as c:
+        [device] = wait_for(browser, "a device reading",
+                            lambda: c.get("/v1/devices").json()["devices"])  # fmt: skip
+    assert device["memory_limit_bytes"] == 2 * 1024**3
+    assert device["reserve_bytes"] == 512 * 1024**2
+    browser.get(f"{svc.url}/?token={TOKEN}")
+    note = wait_for(
+        browser,
+        "the device's limits",
+        lambda: js(browser, "return document.querySelector('#devices [data-limits]')?.innerText"),
+    )
+    assert note == "ours at most 2.0 GiB · 0.5 GiB left to others"
+    screenshot(browser, "limits")
+    assert_no_script_errors(browser)

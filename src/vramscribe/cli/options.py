@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 import click
 
 from vramscribe.core.jobs import DEFAULT_PRIORITY, PRIORITY_NAMES
+from vramscribe.core.limits import MemoryLimits, check_fraction, parse_device_sizes
+from vramscribe.core.retry import FALLBACK_RUNGS
 from vramscribe.core.settings import Settings
-from vramscribe.errors import InvalidRequest
+from vramscribe.errors import InvalidLimit, InvalidRequest
 from vramscribe.settings import RunSettings, default
 from vramscribe.submit import request as req
 
@@ -70,6 +72,75 @@ def instance_settings(opts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- limits users set (transcribe, serve, simulate, devices) -------------------------------
+def _limits_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Read a limit option at once, so a bad value is a usage error naming the option."""
+    try:
+        if param.name == "memory_fraction":
+            return check_fraction(value)
+        return parse_device_sizes(value, f"--{str(param.name).replace('_', '-')}")
+    except InvalidLimit as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def limit_options(fn: F) -> F:
+    """``--memory-limit``, ``--memory-fraction`` and ``--reserve`` (core/limits.py)."""
+    fn = click.option(
+        "--reserve",
+        multiple=True,
+        callback=_limits_callback,
+        metavar="DEVICE=SIZE",
+        help="Memory always left to other processes on a device, e.g. cuda:1=10GiB "
+        "(subtracted from free memory like the safety margin; repeatable).",
+    )(fn)
+    fn = click.option(
+        "--memory-fraction",
+        type=float,
+        callback=_limits_callback,
+        help="The most vramscribe holds on every device, as a fraction of its total "
+        "memory, in (0, 1].",
+    )(fn)
+    return click.option(
+        "--memory-limit",
+        multiple=True,
+        callback=_limits_callback,
+        metavar="DEVICE=SIZE",
+        help="The most vramscribe holds on a device, reserved plus in use, "
+        "e.g. cuda:0=16GiB (repeatable).",
+    )(fn)
+
+
+def memory_limits(opts: dict[str, Any]) -> MemoryLimits:
+    """The limits the options of :func:`limit_options` ask for."""
+    return MemoryLimits(
+        memory_limit_bytes=opts["memory_limit"],
+        memory_fraction=opts["memory_fraction"],
+        reserve_bytes=opts["reserve"],
+    )
+
+
+# -- the fallback ladder (transcribe, serve) -----------------------------------------------
+def _fallback_callback(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
+    rungs = tuple(r.strip().lower() for r in (value or "").split(",") if r.strip())
+    unknown = [r for r in rungs if r not in FALLBACK_RUNGS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown rung {', '.join(map(repr, unknown))}; the rungs are "
+            f"{' and '.join(FALLBACK_RUNGS)}, e.g. --fallback int8,cpu"
+        )
+    return rungs
+
+
+fallback_option = click.option(
+    "--fallback",
+    default="",
+    callback=_fallback_callback,
+    metavar="RUNGS",
+    help="After out-of-memory failures, beyond a smaller batch: retry with int8 weights, "
+    "then on the CPU (e.g. int8,cpu; one attempt each).",
+)
+
+
 def run_options(keep_alive_s: float) -> Callable[[F], F]:
     """Devices, capacity, timeouts, warm instances and the engine: how a run runs."""
     options = [
@@ -105,6 +176,8 @@ def run_options(keep_alive_s: float) -> Callable[[F], F]:
             help="Seconds without progress.",
         ),
         instance_options(keep_alive_s),
+        limit_options,
+        fallback_option,
         click.option("--engine", default=job_default("engine"), hidden=True),
         click.option("--fake-config", default="{}", hidden=True),
     ]
@@ -123,6 +196,8 @@ def run_settings(opts: dict[str, Any]) -> RunSettings:
         safety_margin=opts["safety_margin"],
         max_instances_total=opts["max_instances"] or default(Settings, "max_instances_total"),
         **instance_settings(opts),
+        limits=memory_limits(opts),
+        fallback=opts["fallback"],
     )
     return RunSettings(
         device=opts["device"],

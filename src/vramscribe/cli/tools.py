@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from vramscribe.cli.options import limit_options, memory_limits
 from vramscribe.console import cell, error
 from vramscribe.devices.select import pick_devices
 from vramscribe.errors import VramscribeError
@@ -17,23 +19,31 @@ from vramscribe.settings import RunSettings, default
 
 @click.command()
 @click.option("--device", default=default(RunSettings, "device"), show_default=True)
-def devices(device: str) -> None:
-    """Show the devices vramscribe sees, their memory, and which processes use it."""
+@limit_options
+def devices(device: str, **opts: Any) -> None:
+    """Show the devices vramscribe sees, their memory, which processes use it, and the
+    limits set with --memory-limit, --memory-fraction and --reserve."""
     console = Console()
     try:
         found = pick_devices(device, 1)
+        limits = memory_limits(opts)
+        limits.check([d.id for d in found])
     except VramscribeError as exc:
         error(str(exc), console)
         sys.exit(2)
-    table = Table("device", "kind", "total", "free", "processes")
+    table = Table("device", "kind", "total", "free", "limit", "reserve", "processes")
     for dev in found:
         r = dev.read(0.0)
         procs = ", ".join(f"{pid}: {mb:.0f} MB" for pid, mb in sorted(r.processes.items()))
+        own = limits.for_device(dev.id, r.total_mb)
+        limit = "none" if own.limit_mb is None else f"{own.limit_mb / 1024:.1f} GiB"
         table.add_row(
             cell(dev.id),
             cell(dev.kind),
             f"{r.total_mb / 1024:.1f} GiB",
             f"{r.free_mb / 1024:.1f} GiB",
+            limit,
+            f"{own.reserve_mb / 1024:.1f} GiB",
             cell(procs),
         )
     console.print(table)
@@ -43,11 +53,21 @@ def devices(device: str) -> None:
 @click.argument("source")
 @click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
 @click.option("--model", default="large-v3", show_default=True)
-def simulate(source: str, gpus: str, model: str) -> None:
-    """Plan capacity: how long a folder of audio (or a scenario file) would take."""
+@limit_options
+def simulate(source: str, gpus: str, model: str, **opts: Any) -> None:
+    """Plan capacity: how long a folder of audio (or a scenario file) would take.
+
+    --memory-limit, --memory-fraction and --reserve apply to vramscribe's policy (the
+    baselines know no limits), on the simulated GPUs cuda:0, cuda:1, ..."""
     from vramscribe.sim.capacity import simulate_command
 
-    sys.exit(simulate_command(source, gpus, model, Console()))
+    console = Console()
+    try:
+        limits = memory_limits(opts)
+    except VramscribeError as exc:
+        error(str(exc), console)
+        sys.exit(2)
+    sys.exit(simulate_command(source, gpus, model, console, limits))
 
 
 @click.command()

@@ -116,6 +116,11 @@ class Job:
     engine_key: str = ""
     decode_extra_mb: float = 0.0
     """Memory its decoding options need beyond the model's estimate (beams above 5)."""
+    device_kind: str | None = None
+    """Only devices of this kind may run it (the fallback ladder's CPU rung); None: any
+    of the run's own devices."""
+    fallback_steps: int = 0
+    """Attempts that stepped down the fallback ladder (they do not count against the limit)."""
 
     def footprint_key(self, device_kind: str, batch_size: int | None = None) -> FootprintKey:
         batch = batch_size if batch_size is not None else max(1, self.batch_size)

@@ -74,6 +74,8 @@ class DeviceInfo:
     kind: str
     max_instances: int | None = None
     s_max: float | None = None
+    reserve_bytes: int = 0
+    memory_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +252,8 @@ class PolicyShell:
             foreign_peak_mb=peak,
             cooldown_until=self.cooldown.get(dev.id, 0.0),
             s_max=dev.s_max,
+            reserve_bytes=dev.reserve_bytes,
+            memory_limit_bytes=dev.memory_limit_bytes,
         )
 
     def _confirm_releases(

@@ -26,6 +26,7 @@ from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 
 GIB = 1024.0
+MIB = 1024 * 1024
 # Time a fresh process needs before it starts loading (imports, CUDA init).
 PROCESS_START_S = 3.0
 
@@ -80,11 +81,19 @@ class Room:
         headroom = 0.0
         if snap.foreign_peak_mb is not None:
             headroom = max(0.0, snap.foreign_peak_mb - foreign_now)
+        reserve = snap.reserve_bytes / MIB
         self.free = snap.free_mb - sum(i.outstanding_mb for i in mine) - margin - headroom
+        self.free -= reserve
         # What this device could offer once our instances end and neighbours shrink
         # back to what they use now; ``capacity`` ignores neighbours (they may leave).
-        self.capacity = snap.total_mb - margin
+        self.capacity = snap.total_mb - margin - reserve
         self.usable = self.capacity - max(foreign_now, snap.foreign_peak_mb or 0.0)
+        if snap.memory_limit_bytes is not None:
+            # A user's limit caps what we hold here, reserved or observed (limits.py).
+            limit = snap.memory_limit_bytes / MIB
+            self.free = min(self.free, limit - sum(held(i) for i in mine))
+            self.capacity = min(self.capacity, limit)
+            self.usable = min(self.usable, limit)
         # Idle instances can be evicted at once, so their memory counts as released now.
         self.releases = sorted(
             (now if i.idle_since is not None else max(i.expected_end, now), held(i)) for i in mine

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from vramscribe.core.limits import MemoryLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,18 @@ class Settings:
     batch_lookahead: int = 8
     """Pending jobs weighed when choosing a batch size (memory a batch takes from them)."""
 
+    # -- limits users set ----------------------------------------------------------------
+    limits: MemoryLimits = field(default_factory=MemoryLimits)
+    """Per device: the most vramscribe may hold, and memory always left to others."""
+
+    # -- the fallback ladder ---------------------------------------------------------------
+    fallback: tuple[str, ...] = ()
+    """Opt-in rungs after out-of-memory failures, beyond a smaller batch: int8, cpu."""
+
     def __post_init__(self) -> None:
+        unknown = [r for r in self.fallback if r not in ("int8", "cpu")]
+        if unknown:
+            raise ValueError(f"fallback rungs are int8 and cpu, got {', '.join(unknown)}")
         if not 0.0 <= self.safety_margin < 1.0:
             raise ValueError(f"safety_margin must be in [0, 1), got {self.safety_margin}")
         for name in ("max_instances_per_device", "max_instances_total", "max_loads_per_device"):

@@ -45,6 +45,10 @@ class DeviceSnapshot:
     s_max: float | None = None
     """How far concurrent instances scale on this device, if known (a T4: about 1.1);
     None: the models' own figures."""
+    reserve_bytes: int = 0
+    """Memory always left to others (``--reserve``), subtracted like the margin."""
+    memory_limit_bytes: int | None = None
+    """The most our instances may hold here, reserved or observed (``--memory-limit``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from vramscribe.transcript import Segment, Transcript
 
 ProgressFn = Callable[[float], None]
-SegmentFn = Callable[[Segment], None]
+SegmentFn = Callable[[Segment, str], None]
+"""Called with each finished segment and the language the transcript is in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,12 @@ class Engine(Protocol):
         attempt: int,
         on_progress: ProgressFn,
         on_segment: SegmentFn,
+        start_s: float = 0.0,
     ) -> Transcript:
         """Transcribe one file's samples (16 kHz mono float32, decoded once by the worker)
-        with the per-job options of ``job``; the model stays loaded."""
+        with the per-job options of ``job``; the model stays loaded.
+
+        ``start_s`` > 0 resumes a file an earlier attempt did not finish: only the
+        audio from there on is transcribed, with timestamps still counted from the
+        file's start, so the runner can join the parts."""
         ...

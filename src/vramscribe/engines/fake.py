@@ -7,9 +7,10 @@ hang, on chosen attempts only, so retries can be tested end to end.
 
 Options (``EngineOptions.fake``): ``device_path`` (the shared fake device
 file), ``memory_mb``, ``load_s``, ``speed_x``, ``grow_mb`` (extra memory claimed
-halfway through), ``fail`` (``load_error``/``oom``/``crash``/``hang``) and
-``fail_attempts`` (attempt numbers that fail; default: all) and ``fail_channels``
-(channels, 0-based, whose jobs fail; default: all).
+halfway through), ``fail`` (``load_error``/``oom`` at load, ``oom_midway``,
+``crash``/``hang`` halfway through the file), ``fail_attempts`` (attempt numbers
+that fail; default: all) and ``fail_channels`` (channels, 0-based, whose jobs
+fail; default: all).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from vramscribe.audio import SAMPLE_RATE
 from vramscribe.engines.base import EngineOptions, ProgressFn, SegmentFn
-from vramscribe.errors import EngineError
+from vramscribe.errors import DeviceOutOfMemory, EngineError
 from vramscribe.transcript import Segment, Transcript
 
 
@@ -64,26 +65,32 @@ class FakeEngine:
         attempt: int,
         on_progress: ProgressFn,
         on_segment: SegmentFn,
+        start_s: float = 0.0,
     ) -> Transcript:
+        """Segments of about 2 s; a resume skips those that end by ``start_s``."""
         cfg = dict(job.fake)
         duration = len(audio) / SAMPLE_RATE
         speed = float(cfg.get("speed_x", 20.0))
         steps = max(1, int(duration // 2))
         segments: list[Segment] = []
         for k in range(steps):
+            start, end = duration * k / steps, duration * (k + 1) / steps
+            if end <= start_s + 1e-6:
+                continue
             if k == steps // 2:
                 if self._fails("crash", cfg, attempt):
                     os._exit(70)
+                if self._fails("oom_midway", cfg, attempt):
+                    raise DeviceOutOfMemory(f"fake: out of memory at {start:.1f} s")
                 if self._fails("hang", cfg, attempt):
                     while True:
                         time.sleep(3600)
                 grow = float(cfg.get("grow_mb", 0.0))
                 if grow and self.device is not None:
                     self.device.allocate(os.getpid(), grow)  # raises DeviceOutOfMemory
-            start, end = duration * k / steps, duration * (k + 1) / steps
             time.sleep((end - start) / speed)
             seg = Segment(start, end, f"fake segment {k + 1}")
             segments.append(seg)
-            on_segment(seg)
+            on_segment(seg, "en")
             on_progress(end)
         return Transcript(tuple(segments), "en", duration, job.model, {})

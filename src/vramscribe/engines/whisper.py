@@ -32,15 +32,48 @@ def process_memory_mb(options: EngineOptions) -> float:
 WINDOW_S = 30.0
 
 
-def batch_windows(audio: Any, vad_filter: bool) -> list[dict[str, float]] | None:
+def batch_windows(
+    audio: Any, vad_filter: bool, start_s: float = 0.0
+) -> list[dict[str, float]] | None:
     """Windows for the batched pipeline: with VAD none (it finds speech itself); without,
-    fixed 30 s windows, since it batches windows and refuses a file over 30 s that has
-    neither."""
+    fixed 30 s windows from ``start_s``, since it batches windows and refuses a file over
+    30 s that has neither."""
     if vad_filter:
         return None
     duration = len(audio) / SAMPLE_RATE
-    starts = [k * WINDOW_S for k in range(max(1, math.ceil(duration / WINDOW_S)))]
+    count = max(1, math.ceil((duration - start_s) / WINDOW_S))
+    starts = [start_s + k * WINDOW_S for k in range(count)]
     return [{"start": s, "end": min(duration, s + WINDOW_S)} for s in starts]
+
+
+# Less audio than this left after a resume point: nothing to transcribe (a crash came
+# after the last segment but before the result was written).
+MIN_REST_S = 0.1
+
+
+def resume_audio(audio: Any, start_s: float, vad_filter: bool) -> tuple[Any, float]:
+    """The samples to hand faster-whisper for a resume at ``start_s``, and the offset to
+    add to the timestamps it returns.
+
+    Without VAD the whole file is passed with ``clip_timestamps`` starting at ``start_s``
+    (faster-whisper 1.2: the features are those of an uninterrupted run and its
+    timestamps are absolute). With VAD that is not possible, because faster-whisper
+    ignores ``vad_filter`` once clip timestamps are given (``vad_filter and
+    clip_timestamps == "0"`` in ``WhisperModel.transcribe``; the batched pipeline
+    likewise skips VAD): the samples are cut at ``start_s`` and the timestamps offset.
+    """
+    if start_s <= 0 or not vad_filter:
+        return audio, 0.0
+    return audio[int(start_s * SAMPLE_RATE) :], start_s
+
+
+def _shift(seg: Any, offset: float, with_words: bool) -> Segment:
+    words = None
+    if with_words and seg.words is not None:
+        words = tuple(
+            Word(w.start + offset, w.end + offset, w.word, w.probability) for w in seg.words
+        )
+    return Segment(float(seg.start) + offset, float(seg.end) + offset, seg.text, words)
 
 
 class WhisperEngine:
@@ -78,8 +111,15 @@ class WhisperEngine:
         attempt: int,
         on_progress: ProgressFn,
         on_segment: SegmentFn,
+        start_s: float = 0.0,
     ) -> Transcript:
         o = job
+        duration = len(audio) / SAMPLE_RATE
+        if start_s > 0 and duration - start_s < MIN_REST_S:
+            on_progress(duration)
+            return Transcript((), o.language or "", duration, job.model, {})
+        samples, offset = resume_audio(audio, start_s, o.vad_filter)
+        clip = start_s - offset  # where decoding starts inside ``samples``
         kwargs: dict[str, Any] = {
             "language": o.language,
             "beam_size": o.beam_size,
@@ -90,26 +130,26 @@ class WhisperEngine:
             **engine_kwargs(o.decoding),
         }
         if o.batch_size > 1:
-            windows = batch_windows(audio, o.vad_filter)
+            windows = batch_windows(samples, o.vad_filter, clip)
             segments_iter, info = self._pipeline.transcribe(
-                audio, batch_size=o.batch_size, clip_timestamps=windows, **kwargs
+                samples, batch_size=o.batch_size, clip_timestamps=windows, **kwargs
             )
         else:
-            segments_iter, info = self._model.transcribe(audio, **kwargs)
+            if clip > 0:
+                kwargs["clip_timestamps"] = [clip]
+            segments_iter, info = self._model.transcribe(samples, **kwargs)
+        language = str(info.language)
         segments: list[Segment] = []
         for s in segments_iter:
-            words = None
-            if o.word_timestamps and s.words is not None:
-                words = tuple(Word(w.start, w.end, w.word, w.probability) for w in s.words)
-            seg = Segment(float(s.start), float(s.end), s.text, words)
+            seg = _shift(s, offset, o.word_timestamps)
             segments.append(seg)
-            on_segment(seg)
-            on_progress(float(s.end))
-        on_progress(float(info.duration))
+            on_segment(seg, language)
+            on_progress(seg.end)
+        on_progress(duration)
         return Transcript(
             segments=tuple(segments),
-            language=str(info.language),
-            duration_s=float(info.duration),
+            language=language,
+            duration_s=duration,
             model=job.model,
             timings={},
         )

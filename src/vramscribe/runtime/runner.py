@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vramscribe.core.footprints import FootprintBook
+from vramscribe.core.footprints import FootprintBook, resolve_compute_type
 from vramscribe.core.jobs import JobState, fail, transition
+from vramscribe.core.limits import DeviceLimits
 from vramscribe.core.observe import DeviceInfo, MemorySplit, PolicyShell, Tracked
-from vramscribe.core.planner import Plan, Start, plan
+from vramscribe.core.planner import Plan, Start
 from vramscribe.core.queue import PendingQueue
-from vramscribe.core.retry import FailureKind, apply_failure
+from vramscribe.core.retry import Attempt, FailureKind, apply_failure
 from vramscribe.core.settings import Settings
 from vramscribe.devices.base import Device, Reading
 from vramscribe.engines.base import engine_key
@@ -55,8 +56,10 @@ from vramscribe.runtime.events import (
     SegmentTranscribed,
     Tick,
 )
+from vramscribe.runtime.fallback import apply_rung, fallback_only, plan_split, with_fallback_device
 from vramscribe.runtime.launcher import Launcher, ProcessLauncher, WorkerHandle
 from vramscribe.runtime.outcome import kept_message, write_outputs
+from vramscribe.runtime.resume import begin_attempt, finish_result, keep, resume_words
 from vramscribe.runtime.task import Task
 
 __all__ = ["MemorySplit", "Runner", "Task", "Worker"]
@@ -110,9 +113,14 @@ class Runner:
         poll_s: float = 0.2,
         clock: Callable[[], float] = time.time,
         launcher: Launcher | None = None,
+        cpu_threads: int = 1,
     ) -> None:
-        self.devices = {d.id: d for d in devices}
         self.settings = settings or Settings()
+        devices = with_fallback_device(devices, self.settings, cpu_threads)
+        self.devices = {d.id: d for d in devices}
+        # The CPU rung's devices in a GPU run: only jobs the ladder sent there use them.
+        self.spare = fallback_only(devices) if "cpu" in self.settings.fallback else set()
+        self.settings.limits.check(self.devices)  # a limit for a device not in this run
         self.book = book or FootprintBook()
         self.run_dir = run_dir
         self.hang_timeout_s = hang_timeout_s
@@ -248,6 +256,21 @@ class Runner:
         reading = self.readings.get(dev_id)
         return None if reading is None else self.shell.split(dev_id, reading)
 
+    def limits_for(self, dev_id: str) -> DeviceLimits:
+        """The user's limits on a device, resolved against its last reading."""
+        reading = self.readings.get(dev_id)
+        return self.settings.limits.for_device(dev_id, reading.total_mb if reading else 0.0)
+
+    def _device_info(self, dev: Device) -> DeviceInfo:
+        limits = self.limits_for(dev.id)
+        return DeviceInfo(
+            dev.id,
+            dev.kind,
+            dev.max_instances,
+            reserve_bytes=limits.reserve_bytes,
+            memory_limit_bytes=limits.memory_limit_bytes,
+        )
+
     # -- one iteration -------------------------------------------------------------
     def step(self) -> None:
         # New work is planned at once, not a poll interval later (a batch's first launch).
@@ -300,6 +323,7 @@ class Runner:
             worker.inst.expected_end = now + left / speed
             self._publish(ProgressMade(task))
         elif isinstance(message, SegmentDone):
+            keep(task, message)
             self._publish(SegmentTranscribed(task, message.start, message.end, message.text))
         elif isinstance(message, Done):
             task.transcribe_s = message.transcribe_s
@@ -399,7 +423,7 @@ class Runner:
                 log.warning("cannot read %s: %s", dev_id, exc)
 
     def _admit(self, now: float) -> None:
-        infos = [DeviceInfo(d.id, d.kind, d.max_instances) for d in self.devices.values()]
+        infos = [self._device_info(d) for d in self.devices.values()]
         seen = self.shell.observe(now, self.readings, infos, self.unreadable)
         for dev_id in seen.unattributed:
             log.warning("%s does not attribute memory to our processes; using reservations", dev_id)
@@ -409,7 +433,7 @@ class Runner:
             self.releasing[inst.pid].handle.kill()
         if not len(self.queue) and not self.idle:
             return
-        decisions = plan(now, self.queue, seen.snapshots, seen.views, self.settings, self.book)
+        decisions = plan_split(now, self.queue, seen, self.spare, self.settings, self.book)
         self.last_plan = decisions
         self._apply(decisions, now)
 
@@ -455,8 +479,13 @@ class Runner:
             engine["device_index"] = int(device.id.split(":")[1])
         elif device.kind == "cpu":
             engine["device"] = "cpu"
+            if engine["engine"] == "fake":  # the fake engine claims no fake GPU memory there
+                engine["fake"] = {**engine["fake"], "device_path": None}
+        compute = resolve_compute_type(str(engine["compute_type"]), device.kind)
+        task.ran_with = {"device": device.id, "compute_type": compute, "batch_size": batch}
+        resume = begin_attempt(task, engine)
         result = self.run_dir / "results" / f"{job.id}.{job.attempts}.json"
-        return WorkerSpec(str(task.input), str(result), job.attempts, engine)
+        return WorkerSpec(str(task.input), str(result), job.attempts, engine, resume)
 
     def _began(self, task: Task, start: Start, now: float) -> str:
         """Bookkeeping common to a new and a warm start; the history's words for the batch."""
@@ -485,6 +514,7 @@ class Runner:
         worker = Worker(task, device, handle, inst, log_path, now, closing=not self.settings.reuse)
         self.instances[handle.pid] = self.workers[job.id] = worker
         task.worker_pid = handle.pid
+        batch += resume_words(task, spec.resume_from_s)
         reason = f"starting on {start.device_id} (reserved {start.reserved_mb:.0f} MB{batch})"
         transition(job, JobState.LOADING, now, reason)
         self._publish(JobChanged(task))
@@ -498,6 +528,7 @@ class Runner:
         worker.task, worker.last_event_at, worker.error = task, now, None
         self.workers[job.id] = worker
         task.worker_pid = worker.pid
+        batch += resume_words(task, spec.resume_from_s)
         reason = (
             f"on warm instance {worker.pid} on {start.device_id} "
             f"(reserved {start.reserved_mb:.0f} MB{batch})"
@@ -508,6 +539,8 @@ class Runner:
             worker.task = None
             self._kill(worker)
             job.attempts -= 1
+            if spec.resume_from_s > 0:
+                task.resumed_from_s.pop()
             self.queue.push(job)
             return
         self.loads_avoided += 1
@@ -532,6 +565,10 @@ class Runner:
 
     # -- outcomes ------------------------------------------------------------------
     def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
+        problem = finish_result(result, task)
+        if problem is not None:
+            self._failed(worker, task, now, FailureKind.CRASH, problem)
+            return
         key = task.job.footprint_key(worker.device.kind, task.batch_size)
         peak = max(worker.inst.peak_mb, worker.loaded_mb)
         if peak > 0:
@@ -553,9 +590,14 @@ class Runner:
         self, worker: Worker, task: Task, now: float, kind: FailureKind, message: str
     ) -> None:
         self._publish(AttemptFailed(task, kind, message, worker.device.id))
+        compute = str(task.ran_with.get("compute_type"))
+        loaded = worker.inst.loaded_at is not None
+        ran = Attempt(task.batch_size, compute, worker.device.kind, loaded)
         outcome = apply_failure(
-            task.job, kind, message, worker.inst.reserved_mb, now, self.settings
+            task.job, kind, message, worker.inst.reserved_mb, now, self.settings, ran
         )
+        if outcome.fallback is not None:
+            apply_rung(task, outcome.fallback)
         if outcome.cooldown_until is not None:
             self.shell.cool(worker.device.id, outcome.cooldown_until)
         if outcome.retry:

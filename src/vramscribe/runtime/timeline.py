@@ -53,6 +53,11 @@ class Timeline:
                     "safety_margin": runner.settings.safety_margin,
                     "max_loads_per_device": runner.settings.max_loads_per_device,
                     "max_instances_total": runner.settings.max_instances_total,
+                    # Limits users set and the fallback ladder's opt-in rungs.
+                    "memory_limit_bytes": dict(runner.settings.limits.memory_limit_bytes),
+                    "memory_fraction": runner.settings.limits.memory_fraction,
+                    "reserve_bytes": dict(runner.settings.limits.reserve_bytes),
+                    "fallback": list(runner.settings.fallback),
                 },
             }
         )

@@ -97,6 +97,9 @@ class DeviceOut(BaseModel):
     reserved_mb: float
     free_mb: float
     instances: list[InstanceOut]
+    # Limits users set (--reserve, --memory-limit / --memory-fraction); null: no limit.
+    reserve_bytes: int = 0
+    memory_limit_bytes: int | None = None
 
 
 class DeviceList(BaseModel):

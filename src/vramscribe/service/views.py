@@ -67,6 +67,7 @@ def device_report(runner: Runner) -> list[DeviceOut]:
         split = runner.memory_split(dev_id)
         if split is None:
             continue
+        limits = runner.limits_for(dev_id)
         out.append(
             DeviceOut(
                 id=dev_id,
@@ -86,6 +87,8 @@ def device_report(runner: Runner) -> list[DeviceOut]:
                     )
                     for i in split.instances
                 ],
+                reserve_bytes=limits.reserve_bytes,
+                memory_limit_bytes=limits.memory_limit_bytes,
             )
         )
     return out

@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vramscribe.console import error, say
+from vramscribe.core.limits import MemoryLimits
 from vramscribe.core.profiles import profile_for
-from vramscribe.errors import BadInput, ScenarioError
+from vramscribe.core.settings import Settings
+from vramscribe.errors import BadInput, InvalidLimit, ScenarioError
 from vramscribe.sim.policies import make_policy
 from vramscribe.sim.scenarios import GIB_MB, GpuSpec, Scenario, SimJob, load_scenario
 from vramscribe.sim.simulator import Simulation
@@ -70,14 +72,22 @@ def folder_scenario(folder: Path, gpus: tuple[GpuSpec, ...], model: str) -> Scen
     )
 
 
-def simulate_command(source: str, gpus_spec: str, model: str, console: Console) -> int:
+def simulate_command(
+    source: str,
+    gpus_spec: str,
+    model: str,
+    console: Console,
+    limits: MemoryLimits | None = None,
+) -> int:
+    limits = limits or MemoryLimits()
     try:
         path = Path(source)
         if path.is_dir():
             scenario = folder_scenario(path, parse_gpus(gpus_spec), model)
         else:
             scenario = load_scenario(source)
-    except ScenarioError as exc:
+        limits.check([g.id for g in scenario.gpus], {g.id: g.total_mb for g in scenario.gpus})
+    except (ScenarioError, InvalidLimit) as exc:
         error(str(exc), console)
         return 2
     jobs = scenario.jobs()
@@ -87,11 +97,16 @@ def simulate_command(source: str, gpus_spec: str, model: str, console: Console) 
         f"{len(scenario.gpus)} GPU(s); model mix {scenario.model_mix}",
         console,
     )
+    for gpu in scenario.gpus:
+        words = limits.for_device(gpu.id, gpu.total_mb).describe()
+        if words:
+            say(f"{gpu.id}: {words} (vramscribe's policy only)", console)
     table = Table(
         "policy", "makespan", "speed", "OOMs", "failed", "rejected", "unfinished", "mean memory use"
     )
     for name in POLICIES:
-        r = Simulation(scenario, make_policy(name)).run(max_time_s=MAX_SIM_TIME_S)
+        settings = Settings(limits=limits)
+        r = Simulation(scenario, make_policy(name), settings).run(max_time_s=MAX_SIM_TIME_S)
         table.add_row(
             name,
             f"{r.makespan_s / 60:.1f} min",

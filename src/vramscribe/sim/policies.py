@@ -11,6 +11,7 @@ from __future__ import annotations
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.observe import DeviceInfo, PolicyShell, Tracked
 from vramscribe.core.planner import plan
+from vramscribe.core.settings import Settings
 from vramscribe.sim.baselines import BatchedLoop, Seed, Sequential, StaticPool, WarmPool
 from vramscribe.sim.model import Admission, Policy, SimInstance
 from vramscribe.sim.simulator import Simulation
@@ -35,7 +36,7 @@ class Vramscribe:
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
         self._follow(sim)
         readings = {g.id: g.device.reading(now) for g in sim.gpus}
-        devices = [DeviceInfo(g.id, "cuda", s_max=g.spec.s_max) for g in sim.gpus]
+        devices = [device_info(g.id, g.spec.s_max, g.spec.total_mb, sim.settings) for g in sim.gpus]
         seen = self.shell.observe(now, readings, devices)
         for inst in seen.released:
             del self.tracked[inst.pid]
@@ -127,3 +128,17 @@ __all__ = [
     "WarmPool",
     "make_policy",
 ]
+
+
+def device_info(
+    dev_id: str, s_max: float | None, total_mb: float, settings: Settings
+) -> DeviceInfo:
+    """A simulated GPU as the shell sees it, with the limits the run was given."""
+    limits = settings.limits.for_device(dev_id, total_mb)
+    return DeviceInfo(
+        dev_id,
+        "cuda",
+        s_max=s_max,
+        reserve_bytes=limits.reserve_bytes,
+        memory_limit_bytes=limits.memory_limit_bytes,
+    )

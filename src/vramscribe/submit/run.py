@@ -211,6 +211,7 @@ def open_run(
             store.load_footprints(),
             run_dir=new_run_dir(data_dir),
             hang_timeout_s=settings.hang_timeout_s,
+            cpu_threads=settings.cpu_threads,
         )
     except BaseException:
         store.close()
