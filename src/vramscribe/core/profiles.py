@@ -12,6 +12,7 @@ policy look better. docs/simulator.md explains each derivation.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ ALIASES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def profile_for(model: str) -> ModelProfile | None:
     """Find the profile for a model name, ignoring ``.en`` and path prefixes."""
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
@@ -128,8 +130,14 @@ def batch_gain(batch_size: int, device_kind: str) -> float:
 
 def max_batch(audio_s: float) -> int:
     """The largest useful batch size for a file: one slot per 30 s window, at most 16."""
-    chunks = max(1, math.ceil(max(0.0, audio_s) / CHUNK_S))
-    return max(b for b in BATCH_CANDIDATES if b <= chunks)
+    chunks = math.ceil(audio_s / CHUNK_S) if audio_s > 0 else 1
+    for b in _DESCENDING:
+        if b <= chunks:
+            return b
+    return 1
+
+
+_DESCENDING = sorted(BATCH_CANDIDATES, reverse=True)
 
 
 def growth(audio_s: float) -> float:
