@@ -36,7 +36,8 @@ def test_a_head_that_fits_nowhere_and_holds_nothing_stops_the_scan() -> None:
     p = plan(600.0, queue, devices, [], DEPTH)
     assert p.hold is None and not p.starts and not p.rejects
     assert len(p.reasons) == DEPTH.backfill_depth + 1
-    assert p.reason_for("large-v30").startswith("waiting for memory on cuda:")
+    assert p.reason_for("large-v30").startswith("blocked by other processes' memory on cuda:")
+    assert len(p.blocked) == DEPTH.backfill_depth + 1
     assert p.reason_for("large-v3499") == "queued behind job large-v30 and 20 others"
 
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vramscribe.console import cell, error
+from vramscribe.core.settings import Settings
 from vramscribe.devices.select import pick_devices
 from vramscribe.errors import VramscribeError
 from vramscribe.settings import RunSettings, default
@@ -43,11 +44,28 @@ def devices(device: str) -> None:
 @click.argument("source")
 @click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
 @click.option("--model", default="large-v3", show_default=True)
-def simulate(source: str, gpus: str, model: str) -> None:
+@click.option(
+    "--max-sim-time",
+    default=7 * 86400.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Simulated seconds after which jobs not done count as unfinished (and fail the run).",
+)
+@click.option(
+    "--max-wait-for-memory",
+    default=default(Settings, "max_wait_for_memory_s"),
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Seconds a job may stay blocked by other processes' memory before it fails.",
+)
+def simulate(
+    source: str, gpus: str, model: str, max_sim_time: float, max_wait_for_memory: float
+) -> None:
     """Plan capacity: how long a folder of audio (or a scenario file) would take."""
     from vramscribe.sim.capacity import simulate_command
 
-    sys.exit(simulate_command(source, gpus, model, Console()))
+    settings = Settings(max_wait_for_memory_s=max_wait_for_memory)
+    sys.exit(simulate_command(source, gpus, model, Console(), settings, max_sim_time))
 
 
 @click.command()

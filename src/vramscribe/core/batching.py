@@ -13,6 +13,7 @@ import itertools
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job
+from vramscribe.core.profiles import max_batch
 from vramscribe.core.room import (
     Room,
     batch_candidates,
@@ -23,6 +24,8 @@ from vramscribe.core.room import (
 )
 from vramscribe.core.snapshot import InstanceView
 
+# What decides whether a job can start, besides its audio length (see ``alike_key``).
+AlikeKey = tuple[str, str, str, int, float, int]
 # A new instance on a busy GPU must add this share of throughput, or the job waits.
 MIN_GAIN = 0.05
 # Jobs from the front of the queue that batch-size choices look ahead over.
@@ -117,3 +120,18 @@ class Batches:
         found = [self.estimate(j, kind, 1) for j in itertools.islice(later, self.batch_lookahead)]
         self._next[(id(job), kind)] = found
         return found
+
+
+def alike_key(job: Job) -> AlikeKey:
+    """Jobs with one key and audio at least as long cannot start where a shorter one could
+    not: estimates, end times and batch candidates' needs only grow with the audio, and the
+    candidates themselves are part of the key."""
+    batches = max_batch(job.audio_s) if job.batch_size == 0 else job.batch_size
+    return (
+        job.model,
+        job.compute_type,
+        job.reuse_key,
+        job.batch_size,
+        job.estimate_floor_mb,
+        batches,
+    )

@@ -15,11 +15,9 @@ changes with time, which keeps sorting cheap.
 
 Warm instances come first: a job whose engine key matches an idle instance
 runs there, with no start and no load, if its growth fits; idle instances are
-released or evicted by :mod:`vramscribe.core.idle`. Batch size ``auto``
-(``Job.batch_size == 0``) picks the candidate (1-16, at most one per 30 s
-window) with the best expected device throughput (``room.device_throughput``),
-weighing the next pending jobs a batch keeps out; ties go to the smaller one.
-On a busy GPU a new instance must add throughput, or its job waits.
+released or evicted by :mod:`vramscribe.core.idle`. Batch sizes (``auto``)
+come from :mod:`vramscribe.core.batching`. A job that fits on no device beside
+what other processes hold is marked blocked (:mod:`vramscribe.core.wait`).
 
 The first job in order that does not fit anywhere gets EASY-backfill
 protection: the device where it will fit soonest (from running instances'
@@ -32,13 +30,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 
-from vramscribe.core.batching import LOOKAHEAD_WINDOW, Batches
-from vramscribe.core.decisions import Plan, Reject, Start
+from vramscribe.core.batching import LOOKAHEAD_WINDOW, AlikeKey, Batches, alike_key
+from vramscribe.core.decisions import Blocked, Plan, Reject, Start
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.idle import Release, evict_for, release_idle
 from vramscribe.core.jobs import Job, JobState
-from vramscribe.core.profiles import max_batch
-from vramscribe.core.queue import PendingQueue, order_key
+from vramscribe.core.queue import in_order, queued_keys
 from vramscribe.core.room import (
     GIB,
     PROCESS_START_S,
@@ -60,6 +57,7 @@ from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 __all__ = [
     "GIB",
     "PROCESS_START_S",
+    "Blocked",
     "Hold",
     "Plan",
     "Reject",
@@ -68,25 +66,6 @@ __all__ = [
     "device_throughput",
     "plan",
 ]
-
-# What decides whether a job can start, besides its audio length: jobs that share it
-# and are at least as long cannot start where a shorter one could not (see ``_Scan``).
-MemoKey = tuple[str, str, str, int, float, int]
-
-
-def _ordered(pending: Iterable[Job], settings: Settings) -> Iterable[Job]:
-    if (
-        isinstance(pending, PendingQueue)
-        and pending.aging_s_per_point == settings.aging_s_per_point
-    ):
-        return pending
-    return sorted(pending, key=lambda j: order_key(j, settings.aging_s_per_point))
-
-
-def _pending_keys(pending: Iterable[Job]) -> set[str]:
-    if isinstance(pending, PendingQueue):
-        return pending.keys()
-    return {j.reuse_key for j in pending if j.state is JobState.PENDING}
 
 
 def plan(
@@ -102,24 +81,12 @@ def plan(
     if not planner.devs:
         planner.result.default_reason = "no device available"
         return planner.result
-    ordered = _ordered(pending, settings)
-    planner.pending_keys = _pending_keys(pending)
+    ordered = in_order(pending, settings.aging_s_per_point)
+    planner.pending_keys = queued_keys(pending)
     planner.batches.set_lookahead(list(itertools.islice(ordered, LOOKAHEAD_WINDOW)))
     planner.run(ordered)
     planner.release_idle()
     return planner.result
-
-
-def memo_key(job: Job) -> MemoKey:
-    batches = max_batch(job.audio_s) if job.batch_size == 0 else job.batch_size
-    return (
-        job.model,
-        job.compute_type,
-        job.reuse_key,
-        job.batch_size,
-        job.estimate_floor_mb,
-        batches,
-    )
 
 
 class _Planner:
@@ -161,13 +128,19 @@ class _Planner:
             kind: max(d.capacity for d in self.devs if d.kind == kind) for kind in self.min_loaded
         }
         self.open_devs = self._open_devices()
+        # Where each device kind offers the most beside other processes; whether any do hold some.
+        self.most_usable: dict[str, Room] = {}
+        for dev in self.devs:
+            if dev.kind not in self.most_usable or dev.usable > self.most_usable[dev.kind].usable:
+                self.most_usable[dev.kind] = dev
+        self.others_hold = any(d.others > 0 for d in self.devs)
         self.batches = Batches(book, now, settings.batch_lookahead)
         self.pending_keys: set[str] = set()
         self.first_waiting: str | None = None
         self.counting = False
         # Bumped by every decision that changes a device's room (start, eviction, hold).
         self.generation = 0
-        self.memo: dict[MemoKey, tuple[int, float, str]] = {}
+        self.memo: dict[AlikeKey, tuple[int, float, str]] = {}
         self._most_free: tuple[int, dict[str, Room]] = (-1, {})
 
     def run(self, ordered: Iterable[Job]) -> None:
@@ -186,23 +159,30 @@ class _Planner:
                 continue
             if self._start_warm(job):
                 continue
-            closed = self._closed()
-            if closed is not None:
-                self._blocked(job)
-                if not only_warm:
-                    self.result.default_reason = closed
-                    # Idle instances may be what closes the devices: the head may evict them.
-                    evicted = self._evict_for(job) if self._idle_left() else None
-                    if evicted is not None:
-                        self.result.reasons[job.id] = (
-                            f"waiting for idle instances on {evicted} to release their memory"
-                        )
-                only_warm = True
-                if not self._warm_possible():
-                    break
-                continue
             if not only_warm:
-                self._consider(job)
+                closed = self._closed()
+                if closed is None:
+                    self._consider(job)
+                    continue
+                only_warm = True
+                self._closed_for(job, closed)
+            else:
+                # Nothing new starts; a queued job may still be one others' memory blocks.
+                self._classify(job)
+            if not (self.others_hold or self._warm_possible()):
+                break
+
+    def _closed_for(self, job: Job, closed: str) -> None:
+        """No new instance can start anywhere: ``job`` waits for the reason that closes them."""
+        self._blocked(job)
+        self.result.default_reason = closed
+        # Idle instances may be what closes the devices: the head may evict them.
+        evicted = self._evict_for(job) if self._idle_left() else None
+        if evicted is not None:
+            self.result.reasons[job.id] = (
+                f"waiting for idle instances on {evicted} to release their memory"
+            )
+        self._classify(job)
 
     def _waits(self, job: Job, reason: str) -> None:
         self.result.reasons[job.id] = reason
@@ -241,14 +221,35 @@ class _Planner:
             for _, inst in pairs
         )
 
-    def _consider(self, job: Job) -> None:
-        """A new instance for ``job``: start it, reject it, or say why it waits."""
+    def _classify(self, job: Job) -> dict[str, float] | None:
+        """Reject ``job`` if no empty device could hold it, or mark it blocked if it fits on
+        none beside what other processes hold; its estimates per device kind if neither."""
         ests = {kind: estimate(job, self.book, kind) for kind in self.min_loaded}
         if all(est > self.capacity[kind] for kind, est in ests.items()):
             self.result.rejects.append(Reject(job.id, too_big(max(ests.values()), self.capacity)))
             self.counting = True
+            return None
+        if not self.others_hold:
+            return ests
+        closest: tuple[float, Room, float] | None = None
+        for kind, dev in self.most_usable.items():
+            if ests[kind] <= dev.usable:
+                return ests
+            if closest is None or dev.usable - ests[kind] > closest[0]:
+                closest = (dev.usable - ests[kind], dev, ests[kind])
+        assert closest is not None
+        _, dev, est = closest
+        why = Blocked(dev.snap.id, est, dev.others, dev.snap.total_mb, dev.usable, job.model)
+        self.result.blocked[job.id] = why
+        self._waits(job, why.reason())
+        return None
+
+    def _consider(self, job: Job) -> None:
+        """A new instance for ``job``: start it, reject it, or say why it waits."""
+        ests = self._classify(job)
+        if ests is None:
             return
-        key = memo_key(job)
+        key = alike_key(job)
         known = self.memo.get(key)
         if known is not None and known[0] == self.generation and job.audio_s >= known[1]:
             self._waits(job, known[2])
@@ -349,7 +350,8 @@ class _Planner:
         else:
             reason = (
                 f"waiting for memory on {bdev.snap.id} (needs {gib(est)} GiB, "
-                f"{gib(max(0.0, bdev.free))} free after reservations)"
+                f"{gib(max(0.0, bdev.free))} free after reservations: "
+                "waiting for our running jobs)"
             )
         if self.result.hold is None:
             evicted = self._evict_for(job)

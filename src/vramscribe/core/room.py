@@ -58,6 +58,7 @@ class Room:
         "kind",
         "loads",
         "n",
+        "others",
         "releases",
         "snap",
         "usable",
@@ -84,7 +85,9 @@ class Room:
         # What this device could offer once our instances end and neighbours shrink
         # back to what they use now; ``capacity`` ignores neighbours (they may leave).
         self.capacity = snap.total_mb - margin
-        self.usable = self.capacity - max(foreign_now, snap.foreign_peak_mb or 0.0)
+        # What other processes hold: now, or their recent peak if higher.
+        self.others = max(foreign_now, snap.foreign_peak_mb or 0.0)
+        self.usable = self.capacity - self.others
         # Idle instances can be evicted at once, so their memory counts as released now.
         self.releases = sorted(
             (now if i.idle_since is not None else max(i.expected_end, now), held(i)) for i in mine

@@ -54,6 +54,11 @@ class Settings:
     max_jobs_per_instance: int = 200
     """Jobs one instance serves before it is replaced (bounds leaks and engine caches)."""
 
+    max_wait_for_memory_s: float = 300.0
+    """How long a job may stay blocked by memory other processes hold (it fits on an empty
+    device, on none beside them) before it fails with the reason; waits for our own jobs
+    do not count (the service: 30 min)."""
+
     batch_lookahead: int = 8
     """Pending jobs weighed when choosing a batch size (memory a batch takes from them)."""
 
@@ -67,6 +72,8 @@ class Settings:
             raise ValueError("max_attempts must be at least 1")
         if self.max_jobs_per_instance < 1:
             raise ValueError("max_jobs_per_instance must be at least 1")
+        if self.max_wait_for_memory_s < 0:
+            raise ValueError("max_wait_for_memory_s must not be negative")
         if self.keep_alive_s < 0:
             raise ValueError("keep_alive_s must not be negative")
         if self.backfill_depth < 1:

@@ -32,6 +32,7 @@ from vramscribe.core.planner import Plan, Start, plan
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import FailureKind, apply_failure
 from vramscribe.core.settings import Settings
+from vramscribe.core.wait import MemoryWaits
 from vramscribe.devices.base import Device, Reading
 from vramscribe.engines.base import engine_key
 from vramscribe.protocol import (
@@ -130,6 +131,7 @@ class Runner:
         self.readings: dict[str, Reading] = {}
         self.unreadable: set[str] = set()
         self.last_plan: Plan | None = None
+        self.waits = MemoryWaits(self.settings.max_wait_for_memory_s)
         self.loads_avoided = 0
         self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
@@ -391,7 +393,7 @@ class Runner:
             if worker is not None:
                 self._close(worker)
 
-        for reject in decisions.rejects:
+        for reject in [*decisions.rejects, *self.waits.update(now, decisions, self.queue)]:
             task = self.tasks[reject.job_id]
             self.queue.remove(reject.job_id)
             fail(task.job, now, reject.reason)
@@ -404,7 +406,7 @@ class Runner:
                 self._assign(task, worker, start, now)
         for job in self.queue:
             task = self.tasks[job.id]
-            reason = decisions.reason_for(job.id)
+            reason = self.waits.annotate(job.id, decisions.reason_for(job.id), now)
             if reason != task.pending_reason:
                 task.pending_reason = reason
                 self._publish(ReasonChanged(task, reason))

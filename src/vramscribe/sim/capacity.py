@@ -11,6 +11,7 @@ from rich.table import Table
 
 from vramscribe.console import error, say
 from vramscribe.core.profiles import profile_for
+from vramscribe.core.settings import Settings
 from vramscribe.errors import BadInput, ScenarioError
 from vramscribe.sim.policies import make_policy
 from vramscribe.sim.scenarios import GIB_MB, GpuSpec, Scenario, SimJob, load_scenario
@@ -70,7 +71,15 @@ def folder_scenario(folder: Path, gpus: tuple[GpuSpec, ...], model: str) -> Scen
     )
 
 
-def simulate_command(source: str, gpus_spec: str, model: str, console: Console) -> int:
+def simulate_command(
+    source: str,
+    gpus_spec: str,
+    model: str,
+    console: Console,
+    settings: Settings | None = None,
+    max_sim_time_s: float = MAX_SIM_TIME_S,
+) -> int:
+    """Every policy on the folder or scenario; 1 if vramscribe leaves a job unfinished."""
     try:
         path = Path(source)
         if path.is_dir():
@@ -90,8 +99,11 @@ def simulate_command(source: str, gpus_spec: str, model: str, console: Console) 
     table = Table(
         "policy", "makespan", "speed", "OOMs", "failed", "rejected", "unfinished", "mean memory use"
     )
+    stuck = 0
     for name in POLICIES:
-        r = Simulation(scenario, make_policy(name)).run(max_time_s=MAX_SIM_TIME_S)
+        r = Simulation(scenario, make_policy(name), settings).run(max_time_s=max_sim_time_s)
+        if name == "vramscribe":
+            stuck = r.unfinished
         table.add_row(
             name,
             f"{r.makespan_s / 60:.1f} min",
@@ -103,4 +115,10 @@ def simulate_command(source: str, gpus_spec: str, model: str, console: Console) 
             f"{100 * r.mean_mem_util:.0f}%",
         )
     console.print(table)
+    if stuck:
+        error(
+            f"vramscribe left {stuck} job(s) unfinished after {max_sim_time_s:.0f} simulated s",
+            console,
+        )
+        return 1
     return 0

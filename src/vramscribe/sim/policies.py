@@ -11,6 +11,7 @@ from __future__ import annotations
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.observe import DeviceInfo, PolicyShell, Tracked
 from vramscribe.core.planner import plan
+from vramscribe.core.wait import MemoryWaits
 from vramscribe.sim.baselines import BatchedLoop, Seed, Sequential, StaticPool, WarmPool
 from vramscribe.sim.model import Admission, Policy, SimInstance
 from vramscribe.sim.simulator import Simulation
@@ -31,6 +32,7 @@ class Vramscribe:
         self.book = FootprintBook()
         self.shell = PolicyShell()
         self.tracked: dict[int, Tracked] = {}
+        self.waits: MemoryWaits | None = None
 
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
         self._follow(sim)
@@ -45,6 +47,10 @@ class Vramscribe:
             sim.release(int(release.instance_id))
         for reject in decisions.rejects:
             sim.reject(reject.job_id, reject.reason)
+        if self.waits is None:
+            self.waits = MemoryWaits(sim.settings.max_wait_for_memory_s)
+        for expired in self.waits.update(now, decisions, sim.queue):
+            sim.give_up(expired.job_id, expired.reason)
         out = []
         for s in decisions.starts:
             pid = None if s.instance_id is None else int(s.instance_id)
