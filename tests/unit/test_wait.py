@@ -22,8 +22,8 @@ def test_the_wait_ends_after_the_limit_with_what_would_help() -> None:
     waits = MemoryWaits(300.0)
     assert waits.update(0.0, blocked("a"), {"a"}) == []
     assert waits.update(299.0, blocked("a"), {"a"}) == []
-    assert waits.annotate("a", "r", 250.0) == "r; gives up in under a minute"
-    assert waits.annotate("a", "r", 10.0) == "r; gives up in 5 min"
+    assert waits.annotate("a", "r", 250.0) == "r (gives up in under a minute)"
+    assert waits.annotate("a", "r", 10.0) == "r (gives up in 5 min)"
     [gone] = waits.update(300.0, blocked("a"), {"a"})
     assert gone.job_id == "a"
     assert gone.reason.startswith("gave up after 5 min blocked by other processes' memory")

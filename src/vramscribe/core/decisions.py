@@ -42,7 +42,7 @@ class Blocked:
     def reason(self) -> str:
         return (
             f"blocked by other processes' memory on {self.device_id} "
-            f"(needs {gib(self.needs_mb)} GiB; others hold {gib(self.others_mb)} "
+            f"(needs {gib(self.needs_mb)} GiB, others hold {gib(self.others_mb)} "
             f"of {gib(self.total_mb)} GiB, {gib(max(0.0, self.usable_mb))} usable)"
         )
 

@@ -59,5 +59,5 @@ class MemoryWaits:
         if left is None or math.isinf(self.limit_s):
             return reason
         if left >= 60:
-            return f"{reason}; gives up in {math.ceil(left / 60)} min"
-        return f"{reason}; gives up in under a minute"
+            return f"{reason} (gives up in {math.ceil(left / 60)} min)"
+        return f"{reason} (gives up in under a minute)"

@@ -12,10 +12,7 @@ UNPLANNED = "not yet planned"
 """A job's first moments in the queue, before the planner gave it a reason (not a reason)."""
 
 _REASON_RULES: list[tuple[re.Pattern[str], str]] = [
-    (
-        re.compile(r"^waiting for memory on (\S+?)(?: \(.*\))?(?:; gives up .*)?$"),
-        r"waiting for memory on \1",
-    ),
+    (re.compile(r"^waiting for memory on (\S+?)(?: \(.*\))?$"), r"waiting for memory on \1"),
     (re.compile(r"^(\S+) has [\d.]+ GiB free after reservations$"), r"waiting for memory on \1"),
     (
         re.compile(r"^blocked by other processes' memory on (\S+?)(?: \(.*)?$"),
