@@ -21,7 +21,16 @@ CUDA_CONTEXT_MB = 400.0
 # faster-whisper README (v1.1.0 benchmark, RTX 3070 Ti): large-v2 at batch 8 uses
 # 6090 MB against 4525 MB at batch 1 in fp16 (+1565), 4500 against 2926 in int8 (+1574).
 BATCH8_EXTRA_MB = 1500.0
-# Peak memory rises ~25% over long files; we model it as linear up to an hour.
+# Growth over a long file. faster-whisper decodes one 30 s window at a time (batch 1) or
+# B windows per step (batched), so nothing it holds on the GPU scales with the file; what
+# grows is CTranslate2's caching allocator's high-water mark, as windows with longer
+# outputs and prompts come along. Measured: large-v2 fp16 on a 3-hour file peaked at
+# 5798 MB against the README's 4755 MB on 13 min (+22%), rising in steps that slowed
+# as the file went on (https://github.com/SYSTRAN/faster-whisper/issues/390); on the
+# CPU, memory stayed flat over an hour of small.en
+# (https://github.com/SYSTRAN/faster-whisper/issues/249). We take +25% reached at an
+# hour, linearly: the prior only bridges the gap to the nearest length band measured
+# on this machine (``FootprintBook``), where the worker's reported peaks replace it.
 GROWTH_AT_FULL = 0.25
 GROWTH_FULL_AUDIO_S = 3600.0
 
