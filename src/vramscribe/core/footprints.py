@@ -13,8 +13,8 @@ plain data so a later run starts from what earlier runs learned.
 
 from __future__ import annotations
 
-import json
 import bisect
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +218,7 @@ class FootprintBook:
                         "samples": v.samples,
                     }
                     for (k, b), v in sorted(self.bands.items())
-                ],  # fmt: skip
+                ],
             },
             indent=2,
         )
