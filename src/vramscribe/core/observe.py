@@ -74,6 +74,10 @@ class DeviceInfo:
     kind: str
     max_instances: int | None = None
     s_max: float | None = None
+    reading_lag_s: float = 0.0
+    """How long an allocation may take to show in a reading: nothing is admitted on the
+    device until a reading taken that long after the shell's first look exists, so a
+    neighbour that started with us is in it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,8 @@ class PolicyShell:
         self.attributed: dict[str, bool | None] = {}
         self.cooldown: dict[str, float] = {}
         self.instances: list[Tracked] = []
+        self.started_at: float | None = None
+        self.fresh: set[str] = set()  # devices with a reading taken after the reading lag
 
     # -- what happened to an instance ------------------------------------------------
     def start(self, inst: Tracked) -> None:
@@ -186,6 +192,8 @@ class PolicyShell:
         but gets no snapshot, so nothing is admitted on it.
         """
         out = Observation()
+        if self.started_at is None:
+            self.started_at = now
         self._confirm_releases(now, readings, out)
         for inst in self.instances:
             reading = readings.get(inst.device_id)
@@ -234,6 +242,11 @@ class PolicyShell:
 
     # -- the parts -------------------------------------------------------------------
     def _snapshot(self, dev: DeviceInfo, reading: Reading, now: float) -> DeviceSnapshot:
+        if (
+            dev.id not in self.fresh
+            and reading.time >= (self.started_at or 0.0) + dev.reading_lag_s
+        ):
+            self.fresh.add(dev.id)
         peak = None
         if dev.kind != "cpu":
             split = self.split(dev.id, reading)
@@ -250,6 +263,7 @@ class PolicyShell:
             foreign_peak_mb=peak,
             cooldown_until=self.cooldown.get(dev.id, 0.0),
             s_max=dev.s_max,
+            fresh=dev.id in self.fresh,
         )
 
     def _confirm_releases(

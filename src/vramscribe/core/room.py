@@ -100,6 +100,8 @@ class Room:
 
     def closed_reason(self, settings: Settings, now: float) -> str | None:
         """Why no new instance can start here now, or None."""
+        if not self.snap.fresh:
+            return f"waiting for a reading of {self.snap.id} newer than its reading lag"
         if now < self.snap.cooldown_until:
             return f"{self.snap.id} is cooling down after running out of memory"
         if self.n >= self.cap:

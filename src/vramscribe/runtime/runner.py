@@ -373,7 +373,10 @@ class Runner:
                 log.warning("cannot read %s: %s", dev_id, exc)
 
     def _admit(self, now: float) -> None:
-        infos = [DeviceInfo(d.id, d.kind, d.max_instances) for d in self.devices.values()]
+        infos = [
+            DeviceInfo(d.id, d.kind, d.max_instances, reading_lag_s=d.reading_lag_s)
+            for d in self.devices.values()
+        ]
         seen = self.shell.observe(now, self.readings, infos, self.unreadable)
         for dev_id in seen.unattributed:
             log.warning("%s does not attribute memory to our processes; using reservations", dev_id)

@@ -37,7 +37,10 @@ class Vramscribe:
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
         self._follow(sim)
         readings = {g.id: g.device.reading(now) for g in sim.gpus}
-        devices = [DeviceInfo(g.id, "cuda", s_max=g.spec.s_max) for g in sim.gpus]
+        devices = [
+            DeviceInfo(g.id, "cuda", s_max=g.spec.s_max, reading_lag_s=g.spec.lag_s)
+            for g in sim.gpus
+        ]
         seen = self.shell.observe(now, readings, devices)
         for inst in seen.released:
             del self.tracked[inst.pid]
