@@ -28,6 +28,8 @@ from vramscribe.core.jobs import JobState
 from vramscribe.core.neighbours import NeighbourTracker
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView, Reading
 
+MIB = 1024 * 1024
+
 
 @dataclass(slots=True, eq=False)
 class Tracked:
@@ -74,6 +76,9 @@ class DeviceInfo:
     kind: str
     max_instances: int | None = None
     s_max: float | None = None
+    reserve_bytes: int = 0
+    """Memory the user leaves to others on this device (``--reserve``): subtracted from
+    free memory like the margin, so a neighbour whose peak never shows still finds it."""
     reading_lag_s: float = 0.0
     """How long an allocation may take to show in a reading: nothing is admitted on the
     device until a reading taken that long after the shell's first look exists, so a
@@ -264,6 +269,7 @@ class PolicyShell:
             cooldown_until=self.cooldown.get(dev.id, 0.0),
             s_max=dev.s_max,
             fresh=dev.id in self.fresh,
+            reserve_mb=dev.reserve_bytes / MIB,
         )
 
     def _confirm_releases(

@@ -75,7 +75,8 @@ class Room:
         self.loads = sum(1 for i in mine if i.is_loading)
         self.busy = sum(1 for i in mine if i.idle_since is None)
         self.weight = float(self.busy)
-        margin = settings.safety_margin * snap.total_mb
+        # The margin and the user's reserve: memory never handed out, now or once empty.
+        margin = settings.safety_margin * snap.total_mb + snap.reserve_mb
         observed = sum(i.observed_mb for i in mine)
         foreign_now = max(0.0, snap.total_mb - snap.free_mb - observed)
         headroom = 0.0

@@ -9,7 +9,7 @@ literally, so the benchmark shows what each rule of the planner buys.
 from __future__ import annotations
 
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.observe import DeviceInfo, PolicyShell, Tracked
+from vramscribe.core.observe import MIB, DeviceInfo, PolicyShell, Tracked
 from vramscribe.core.planner import plan
 from vramscribe.core.wait import MemoryWaits
 from vramscribe.sim.baselines import BatchedLoop, Seed, Sequential, StaticPool, WarmPool
@@ -38,7 +38,13 @@ class Vramscribe:
         self._follow(sim)
         readings = {g.id: g.device.reading(now) for g in sim.gpus}
         devices = [
-            DeviceInfo(g.id, "cuda", s_max=g.spec.s_max, reading_lag_s=g.spec.lag_s)
+            DeviceInfo(
+                g.id,
+                "cuda",
+                s_max=g.spec.s_max,
+                reserve_bytes=int(g.spec.reserve_mb * MIB),
+                reading_lag_s=g.spec.lag_s,
+            )
             for g in sim.gpus
         ]
         seen = self.shell.observe(now, readings, devices)
