@@ -300,6 +300,10 @@ class _Planner:
             self._waits(
                 job, f"{dev.snap.id} is saturated: another instance would not add throughput"
             )
+            for d, _, _ in fitting:
+                d.saturated_for = job.id
+            self.open_devs = self._open_devices()
+            self.generation += 1
             return False
         assert blocker is not None
         self._wait(job, blocker[1], blocker[2])

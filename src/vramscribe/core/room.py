@@ -60,6 +60,7 @@ class Room:
         "n",
         "others",
         "releases",
+        "saturated_for",
         "snap",
         "usable",
         "weight",
@@ -75,20 +76,23 @@ class Room:
         self.loads = sum(1 for i in mine if i.is_loading)
         self.busy = sum(1 for i in mine if i.idle_since is None)
         self.weight = float(self.busy)
-        # The margin and the user's reserve: memory never handed out, now or once empty.
-        margin = settings.safety_margin * snap.total_mb + snap.reserve_mb
+        margin = settings.safety_margin * snap.total_mb
         observed = sum(i.observed_mb for i in mine)
         foreign_now = max(0.0, snap.total_mb - snap.free_mb - observed)
         headroom = 0.0
         if snap.foreign_peak_mb is not None:
             headroom = max(0.0, snap.foreign_peak_mb - foreign_now)
-        self.free = snap.free_mb - sum(i.outstanding_mb for i in mine) - margin - headroom
+        # The user's reserve is room for neighbours to grow into, like the headroom their
+        # recent peak asks for: the larger of the two is kept free, not both.
+        room_for_others = max(headroom, snap.reserve_mb)
+        self.free = snap.free_mb - sum(i.outstanding_mb for i in mine) - margin - room_for_others
         # What this device could offer once our instances end and neighbours shrink
-        # back to what they use now; ``capacity`` ignores neighbours (they may leave).
-        self.capacity = snap.total_mb - margin
+        # back to what they use now; ``capacity`` ignores neighbours (they may leave)
+        # but not the reserve the user leaves them.
+        self.capacity = snap.total_mb - margin - snap.reserve_mb
         # What other processes hold: now, or their recent peak if higher.
         self.others = max(foreign_now, snap.foreign_peak_mb or 0.0)
-        self.usable = self.capacity - self.others
+        self.usable = snap.total_mb - margin - max(self.others, foreign_now + snap.reserve_mb)
         # Idle instances can be evicted at once, so their memory counts as released now.
         self.releases = sorted(
             (now if i.idle_since is not None else max(i.expected_end, now), held(i)) for i in mine
@@ -98,6 +102,9 @@ class Room:
         )
         self.hold: Hold | None = None
         self.extra = math.inf
+        # The job an earlier look found this device too busy for: no later job may
+        # start a new instance here in this call (it would overtake it every time).
+        self.saturated_for: str | None = None
 
     def closed_reason(self, settings: Settings, now: float) -> str | None:
         """Why no new instance can start here now, or None."""
@@ -109,6 +116,8 @@ class Room:
             return f"instance cap reached on {self.snap.id} ({self.n}/{self.cap})"
         if self.loads >= settings.max_loads_per_device:
             return f"a model is loading on {self.snap.id}"
+        if self.saturated_for is not None:
+            return f"{self.snap.id} is saturated: job {self.saturated_for} starts there first"
         return None
 
     def take(self, mb: float, end: float) -> None:
