@@ -71,3 +71,24 @@ def test_blocked_by_a_neighbour_fails_with_its_reason_our_own_waits_do_not(
         assert tasks[name].job.state is JobState.COMPLETED, tasks[name].job.history
     assert any("waiting for our running jobs" in r for r in reasons["m1"] | reasons["m2"])
     assert not any("gives up" in r for r in reasons["m1"] | reasons["m2"])
+
+
+def test_the_command_gives_up_after_max_wait_for_memory(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=8000, foreign_mb=3000)
+    write_wav(tmp_path / "in" / "talk.wav", 5)
+    fake = json.dumps({"device_path": str(gpu.path), "memory_mb": 4000, "speed_x": 20})
+    out = subprocess.run(
+        [sys.executable, "-m", "vramscribe", "transcribe", str(tmp_path / "in"),
+         "--device", f"fake:{gpu.path}", "--engine", "fake", "--model", "large-v3",
+         "--fake-config", fake, "--format", "txt", "--max-wait-for-memory", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode != 0, text
+    assert "gave up after 2 s blocked by other processes' memory" in text, text
+    assert "int8" in text and "another device" in text
+    assert not (tmp_path / "in" / "talk.txt").exists()
