@@ -6,7 +6,9 @@ Every case has ``--pending`` jobs of mixed priorities at batch size ``auto``
 (so batch candidates are weighed) on ``--devices`` 80 GiB GPUs, each running
 two instances and holding an idle warm one:
 
-``busy``: every device is full; only warm instances could take work.
+``busy``: every device is full (200 MB free, most of it held by other processes):
+nothing new can start; the planner still looks, to its bound, for warm work and for
+jobs that others' memory blocks.
 ``blocked-head``: another process holds most of each GPU, the head job
 (large-v3) fits nowhere and can hold no reservation anywhere, and nothing
 behind it fits either.
