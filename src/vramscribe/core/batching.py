@@ -4,7 +4,8 @@ instance there adds throughput at all.
 The choice maximises the device's expected throughput
 (:func:`~vramscribe.core.room.device_throughput`), weighing the next pending
 jobs the batch's memory keeps out; ties go to the smaller batch. On a busy GPU
-a new instance must add ``MIN_GAIN`` of throughput, or its job waits.
+a new instance must add ``MIN_GAIN`` of throughput (``CRAMPED_GAIN`` if memory
+only allows it a smaller batch than its file could use), or its job waits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from vramscribe.core.snapshot import InstanceView
 AlikeKey = tuple[str, str, str, int, float, int]
 # A new instance on a busy GPU must add this share of throughput, or the job waits.
 MIN_GAIN = 0.05
+# ... or this share, if memory is too short now for the batch size its file allows:
+# started cramped, it keeps that batch size to its end, in memory a full batch could
+# have used once a running instance ends (on a T4, where concurrency adds little, it
+# made vramscribe 0.71x batched-1; waiting for room is what batched-1 does).
+CRAMPED_GAIN = 1.0
 # Jobs from the front of the queue that batch-size choices look ahead over.
 LOOKAHEAD_WINDOW = 64
 
@@ -78,7 +84,8 @@ class Batches:
         gain = self.book.batch_gain(job.footprint_key(dev.kind, batch))
         now = device_throughput(dev.busy, dev.weight, s_max)
         then = device_throughput(dev.busy + 1, dev.weight + gain, s_max)
-        return then >= now * (1.0 + MIN_GAIN)
+        cramped = batch < max(batch_candidates(job))
+        return then >= now * (1.0 + (CRAMPED_GAIN if cramped else MIN_GAIN))
 
     def _throughput(self, job: Job, dev: Room, batch: int, need: float) -> float:
         """Expected device throughput (solo units) if ``job`` takes ``need`` MB at ``batch``.
