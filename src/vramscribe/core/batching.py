@@ -66,6 +66,8 @@ class Batches:
             if need > 0 and need > dev.free:
                 continue
             if dev.hold is not None and need > dev.extra:
+                if dev.hold.strict:
+                    continue
                 warm = inst is not None
                 ends = self.now + expected_duration(job, self.book, dev.kind, batch, warm)
                 if ends > dev.hold.start_at:

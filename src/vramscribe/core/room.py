@@ -28,6 +28,8 @@ from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 GIB = 1024.0
 # Time a fresh process needs before it starts loading (imports, CUDA init).
 PROCESS_START_S = 3.0
+# A head of the queue that has waited this long gets a strict hold (see ``Hold.strict``).
+STRICT_HOLD_AFTER_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,10 @@ class Hold:
     device_id: str
     needs_mb: float
     start_at: float
+    strict: bool = False
+    """The head has waited ``STRICT_HOLD_AFTER_S``: no job may start in its memory on the
+    promise of ending first (expected ends run late under contention, and each late one
+    pushes the head back: the large jobs left to the end)."""
 
 
 def gib(mb: float) -> str:
@@ -210,7 +216,8 @@ def hold_for(job: Job, devs: list[Room], book: FootprintBook, now: float) -> Hol
     if best is None:
         return None
     at, _, _, dev, est = best
-    hold = Hold(job.id, dev.snap.id, est, at)
+    strict = now - job.submitted_at >= STRICT_HOLD_AFTER_S
+    hold = Hold(job.id, dev.snap.id, est, at, strict)
     free_then = dev.free + sum(mb for end, mb in dev.releases if end <= at)
     dev.hold = hold
     dev.extra = max(0.0, free_then - est)
