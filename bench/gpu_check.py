@@ -449,7 +449,7 @@ class _Batch:
                 fail(run.job, now, "worker exited")
         reading = self.dev.read(now)
         self.tally.peak_used_mb = max(self.tally.peak_used_mb, reading.used_mb)
-        info = [DeviceInfo(self.dev.id, "cuda")]
+        info = [DeviceInfo(self.dev.id, "cuda", reading_lag_s=self.dev.reading_lag_s)]
         seen = self.shell.observe(now, {self.dev.id: reading}, info)
         for inst in seen.released:
             assert inst.exited_at is not None
@@ -649,7 +649,9 @@ class _WarmRun:
                     break
                 self._message(w, msg, now)
         seen = self.shell.observe(
-            now, {self.dev.id: self.dev.read(now)}, [DeviceInfo(self.dev.id, "cuda")]
+            now,
+            {self.dev.id: self.dev.read(now)},
+            [DeviceInfo(self.dev.id, "cuda", reading_lag_s=self.dev.reading_lag_s)],
         )
         for inst in seen.released:
             w = self.live.pop(inst.instance_id)

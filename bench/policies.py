@@ -7,7 +7,7 @@ Every scenario runs on its own seed and on the N seeds after it (3 by
 default), all with one ``Settings``. The policies see the same seeded world
 (jobs, neighbours, reading lag); only the admission rule differs. A row with
 unfinished jobs (still not done at ``--max-sim-time``) or out-of-memory events
-is marked; unfinished jobs fail the run (exit status 1). See docs/simulator.md
+is marked; vramscribe's unfinished jobs fail the run (exit status 1). See docs/simulator.md
 for the model, the columns and the bound.
 """
 
@@ -166,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         out[scenario.name] = {
             str(seed): [as_json(r) for r in results] for seed, results in runs.items()
         }
+        # A baseline that gets stuck is that baseline's defect; vramscribe's fails the run.
         failing += [
             f"{scenario.name} seed {seed} {r.policy}"
             for seed, results in runs.items()
             for r in results
-            if r.unfinished
+            if r.unfinished and r.policy == "vramscribe"
         ]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

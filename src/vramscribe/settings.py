@@ -39,6 +39,14 @@ A batch knows its whole queue, so it releases idle instances at once
 """
 
 
+SERVICE_MAX_WAIT_FOR_MEMORY_S = 1800.0
+"""How long a service's job may stay blocked by other processes' memory before it fails.
+
+A batch gives up after 5 minutes (``Settings.max_wait_for_memory_s``) so that its
+run ends; a service's clients can wait longer for a neighbour to finish.
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     """How a run executes its jobs: a CLI batch and the service alike."""
@@ -58,7 +66,11 @@ class RunSettings:
 
 def service_run() -> RunSettings:
     """The service's run defaults: a batch's, but idle instances wait for more work."""
-    return RunSettings(scheduler=Settings(keep_alive_s=SERVICE_KEEP_ALIVE_S))
+    return RunSettings(
+        scheduler=Settings(
+            keep_alive_s=SERVICE_KEEP_ALIVE_S, max_wait_for_memory_s=SERVICE_MAX_WAIT_FOR_MEMORY_S
+        )
+    )
 
 
 @dataclass(frozen=True)

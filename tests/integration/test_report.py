@@ -505,6 +505,11 @@ def test_lanes_never_overlap_and_late_release_stamps_do_not_open_new_lanes(
     [
         ("waiting for memory on cuda:0 (needs 1.2 GiB, 0.3 free after reservations)",
          "waiting for memory on cuda:0"),
+        ("waiting for memory on cuda:0 (needs 1.2 GiB, 0.3 free after reservations: waiting "
+         "for our running jobs)", "waiting for memory on cuda:0"),
+        ("blocked by other processes' memory on cuda:0 (needs 4.5 GiB, others hold 6.0 of "
+         "8.0 GiB, 1.2 usable) (gives up in 4 min)",
+         "blocked by other processes' memory on cuda:0"),
         ("waiting: cuda:1 has 0.1 GiB free after reservations", "waiting for memory on cuda:1"),
         ("waiting: a model is loading on cuda:0", "a model is loading on cuda:0"),
         ("waiting: instance cap reached on cuda:0 (8/8); cuda:1 has 2.0 GiB free after "

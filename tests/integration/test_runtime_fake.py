@@ -150,6 +150,7 @@ class FlakyReadings:
         self.inner = inner
         self.calls = 0
         self.id, self.kind, self.max_instances = inner.id, inner.kind, inner.max_instances
+        self.reading_lag_s = inner.reading_lag_s
         self.track = self.untrack = inner.track
 
     def read(self, now: float) -> Any:
@@ -183,6 +184,7 @@ class Unattributed:
     def __init__(self, inner: SharedFakeDevice) -> None:
         self.inner = inner
         self.id, self.kind, self.max_instances = inner.id, inner.kind, inner.max_instances
+        self.reading_lag_s = inner.reading_lag_s
         self.track = self.untrack = inner.track
 
     def read(self, now: float) -> Reading:

@@ -34,10 +34,27 @@ def test_learned_peak_overrides_builtin_and_grows_with_audio() -> None:
     book = FootprintBook()
     key = ("small", "float16", 1, "cuda")
     assert book.estimate(key, 0) == pytest.approx(1200)
-    book.observe_peak(key, 1500 * growth(1800), 1800)
+    peak = 1500 * growth(1800)
+    book.observe_peak(key, peak, 1800)
     assert book.loaded_mb(key) == pytest.approx(1500)
-    assert book.estimate(key, 0) == pytest.approx(1500)
-    assert book.estimate(key, 3600) == pytest.approx(1500 * 1.25)
+    # Its own band: the peak as measured, nothing added.
+    assert book.estimate(key, 1800) == pytest.approx(peak)
+    assert book.estimate(key, 1000) == pytest.approx(peak)
+    # A longer band: grown from the measured peak by the growth model only.
+    assert book.estimate(key, 3600) == pytest.approx(peak * growth(3600) / growth(1800))
+    # A shorter band: the loaded size grown to the band's top, never above the longer peak.
+    assert book.estimate(key, 0) == pytest.approx(1500 * growth(60))
+
+
+def test_peaks_of_short_files_do_not_compound_with_growth_for_long_ones() -> None:
+    book = FootprintBook()
+    key = ("small", "float16", 1, "cuda")
+    book.observe_peak(key, 1200 * 1.10, 50)  # a short file at the top of its jitter
+    book.observe_peak(key, 1200 * 1.04, 3500)  # an hour-long file, measured
+    assert book.estimate(key, 3550) == pytest.approx(1200 * 1.04 * growth(3550) / growth(3500))
+    # The old estimate: the short file's high-water mark times an hour of growth guess.
+    assert book.estimate(key, 3550) < 1200 * 1.10 / growth(50) * growth(3550) * 0.9
+    assert book.estimate(key, 40) == pytest.approx(1200 * 1.10)
 
 
 def test_learned_peak_is_a_high_water_mark() -> None:
@@ -57,6 +74,7 @@ def test_book_round_trips_through_json() -> None:
     book.observe_speed(("medium", "float16", 1, "cuda"), 25.0)
     again = FootprintBook.from_json(book.to_json())
     assert again.learned == book.learned
+    assert again.bands == book.bands and again.bands
     assert again.speeds == book.speeds
     assert again.estimate(("medium", "float16", 1, "cuda"), 60) == pytest.approx(
         book.estimate(("medium", "float16", 1, "cuda"), 60)

@@ -161,3 +161,22 @@ def test_apply_failure(
     else:
         assert job.state is JobState.FAILED and job.error == reason
     assert job.estimate_floor_mb == (1250.0 if kind is FailureKind.OOM and retried else 0.0)
+
+
+def test_nothing_is_admitted_before_a_reading_newer_than_the_lag() -> None:
+    from vramscribe.core.planner import plan
+
+    shell = PolicyShell()
+    lagging = DeviceInfo("cuda:0", "cuda", reading_lag_s=0.5)
+    jobs = [Job("a", "small", compute_type="float16")]
+    first = shell.observe(100.0, reading(100.0), [lagging])
+    assert not first.snapshots[0].fresh
+    p = plan(100.0, jobs, first.snapshots, first.views, Settings())
+    assert p.starts == [] and "newer than its reading lag" in p.reason_for("a")
+    assert not shell.observe(100.4, reading(100.4), [lagging]).snapshots[0].fresh
+    later = shell.observe(100.5, reading(100.5, foreign=9_000), [lagging])
+    assert later.snapshots[0].fresh
+    # Now the neighbour shows: small does not fit beside it.
+    assert plan(100.5, jobs, later.snapshots, later.views, Settings()).starts == []
+    assert shell.observe(101.0, reading(101.0), [lagging]).snapshots[0].fresh
+    assert shell.observe(0.0, reading(0.0), [GPU]).snapshots[0].fresh

@@ -79,7 +79,7 @@ def test_foreign_process_growth_is_respected() -> None:
     # A neighbour took 7 GiB since the last decision: free shrank, nothing fits.
     p = plan(0, [job("a", "large-v3")], [dev(free=3000)], [], NO_MARGIN)
     assert p.starts == []
-    assert "waiting for memory on cuda:0" in p.reason_for("a")
+    assert "blocked by other processes' memory on cuda:0" in p.reason_for("a")
 
 
 def test_neighbour_peak_is_kept_free() -> None:

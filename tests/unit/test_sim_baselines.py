@@ -133,7 +133,8 @@ def test_bench_flags_unfinished_jobs_and_ooms_and_fails(
     path.write_text(json.dumps({**MIXED, "gpus": [{"total_gib": 8}]}))
     out = tmp_path / "out.json"
     bench = _bench()
-    args = ["--scenario", str(path), "--policy", "sequential", "--policy", "static-4"]
+    args = ["--scenario", str(path), "--policy", "sequential", "--policy", "static-4",
+            "--policy", "vramscribe"]  # fmt: skip
     rc = bench.main([*args, "--seeds", "1", "--max-sim-time", "300", "--json", str(out)])
     text = capsys.readouterr().out
     assert rc == 1
@@ -145,3 +146,6 @@ def test_bench_flags_unfinished_jobs_and_ooms_and_fails(
     assert seq["unfinished"] > 0 and seq["makespan_s"] == 300.0
     rc = bench.main(["--scenario", str(path), "--policy", "batched-1", "--seeds", "0"])
     assert rc == 0
+    # A baseline that does not finish is marked but does not fail the run.
+    rc = bench.main([*args[:4], "--seeds", "0", "--max-sim-time", "300"])
+    assert rc == 0 and "UNFINISHED" in capsys.readouterr().out

@@ -141,7 +141,9 @@ fallback_option = click.option(
 )
 
 
-def run_options(keep_alive_s: float) -> Callable[[F], F]:
+def run_options(
+    keep_alive_s: float, max_wait_for_memory_s: float = default(Settings, "max_wait_for_memory_s")
+) -> Callable[[F], F]:
     """Devices, capacity, timeouts, warm instances and the engine: how a run runs."""
     options = [
         click.option(
@@ -161,6 +163,15 @@ def run_options(keep_alive_s: float) -> Callable[[F], F]:
             show_default=True,
             type=click.FloatRange(0, 0.9),
             help="Fraction of each device's memory never handed out.",
+        ),
+        click.option(
+            "--max-wait-for-memory",
+            default=max_wait_for_memory_s,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Seconds a job may stay blocked by memory other processes hold (it would fit "
+            "on the empty device) before it fails with the reason; waits for our own jobs "
+            "do not count.",
         ),
         click.option(
             "--cpu-threads",
@@ -195,6 +206,7 @@ def run_settings(opts: dict[str, Any]) -> RunSettings:
     scheduler = Settings(
         safety_margin=opts["safety_margin"],
         max_instances_total=opts["max_instances"] or default(Settings, "max_instances_total"),
+        max_wait_for_memory_s=opts["max_wait_for_memory"],
         **instance_settings(opts),
         limits=memory_limits(opts),
         fallback=opts["fallback"],

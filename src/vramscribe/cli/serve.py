@@ -12,7 +12,13 @@ from vramscribe.cli.options import fake_config, job_default, run_options, run_se
 from vramscribe.console import error, stderr_console
 from vramscribe.errors import VramscribeError
 from vramscribe.paths import data_dir
-from vramscribe.settings import MIB, SERVICE_KEEP_ALIVE_S, ServiceConfig, default
+from vramscribe.settings import (
+    MIB,
+    SERVICE_KEEP_ALIVE_S,
+    SERVICE_MAX_WAIT_FOR_MEMORY_S,
+    ServiceConfig,
+    default,
+)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -39,7 +45,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     type=click.IntRange(1),
 )
-@run_options(keep_alive_s=SERVICE_KEEP_ALIVE_S)
+@run_options(keep_alive_s=SERVICE_KEEP_ALIVE_S, max_wait_for_memory_s=SERVICE_MAX_WAIT_FOR_MEMORY_S)
 def serve(**opts: Any) -> None:
     """Run the service: HTTP API, live events, durable job store."""
     import uvicorn

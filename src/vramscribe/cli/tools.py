@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vramscribe.cli.options import limit_options, memory_limits
 from vramscribe.console import cell, error
+from vramscribe.core.settings import Settings
 from vramscribe.devices.select import pick_devices
 from vramscribe.errors import VramscribeError
 from vramscribe.settings import RunSettings, default
@@ -53,8 +54,29 @@ def devices(device: str, **opts: Any) -> None:
 @click.argument("source")
 @click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
 @click.option("--model", default="large-v3", show_default=True)
+@click.option(
+    "--max-sim-time",
+    default=7 * 86400.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Simulated seconds after which jobs not done count as unfinished (and fail the run).",
+)
+@click.option(
+    "--max-wait-for-memory",
+    default=default(Settings, "max_wait_for_memory_s"),
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Seconds a job may stay blocked by other processes' memory before it fails.",
+)
 @limit_options
-def simulate(source: str, gpus: str, model: str, **opts: Any) -> None:
+def simulate(
+    source: str,
+    gpus: str,
+    model: str,
+    max_sim_time: float,
+    max_wait_for_memory: float,
+    **opts: Any,
+) -> None:
     """Plan capacity: how long a folder of audio (or a scenario file) would take.
 
     --memory-limit, --memory-fraction and --reserve apply to vramscribe's policy (the
@@ -67,7 +89,8 @@ def simulate(source: str, gpus: str, model: str, **opts: Any) -> None:
     except VramscribeError as exc:
         error(str(exc), console)
         sys.exit(2)
-    sys.exit(simulate_command(source, gpus, model, console, limits))
+    settings = Settings(max_wait_for_memory_s=max_wait_for_memory, limits=limits)
+    sys.exit(simulate_command(source, gpus, model, console, settings, max_sim_time))
 
 
 @click.command()

@@ -1,13 +1,19 @@
 """Memory estimates per (model, compute type, batch size, device kind).
 
-Built-in defaults come from :mod:`profiles`; learned peaks (high-water marks,
-with the audio length they were seen on) override them, because the only
-estimate that never lies is the one measured on this machine. The book is
+Built-in defaults come from :mod:`profiles`; learned peaks override them,
+because the only estimate that never lies is the one measured on this machine.
+Peaks are learned per key and audio-length band (``BAND_EDGES_S``): a file is
+estimated from the high-water mark of files of its own length, so a jitter
+seen on short files is not multiplied by the growth guess for long ones, and
+the growth model (:func:`~vramscribe.core.profiles.growth`) only bridges the
+gap to the nearest band measured. The safety margin is the planner's, applied
+once to the device; estimates carry no padding of their own. The book is
 plain data so a later run starts from what earlier runs learned.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +34,13 @@ __all__ = ["FootprintBook", "FootprintKey", "LearnedPeak", "builtin_estimate"]
 CPU_PROCESS_MB = 200.0
 # Used for models we have no profile for (a local folder of an unknown size).
 UNKNOWN_MODEL_MB = 5000.0
+# Audio-length bands (upper edges, seconds) that peaks are learned in: within one band
+# the growth model changes an estimate by at most a few percent.
+BAND_EDGES_S = (60.0, 300.0, 900.0, 1800.0, 3600.0)
+
+
+def band_of(audio_s: float) -> int:
+    return bisect.bisect_left(BAND_EDGES_S, audio_s)
 
 
 def resolve_compute_type(compute_type: str, device_kind: str) -> str:
@@ -77,7 +90,12 @@ class FootprintBook:
 
     learned: dict[FootprintKey, LearnedPeak] = field(default_factory=dict)
     speeds: dict[FootprintKey, float] = field(default_factory=dict)
+    bands: dict[tuple[FootprintKey, int], LearnedPeak] = field(default_factory=dict)
+    """The high-water peak per key and audio-length band, with the audio it was seen on."""
     _base_cache: dict[FootprintKey, float] = field(default_factory=dict, repr=False)
+    _anchor_cache: dict[tuple[FootprintKey, int], LearnedPeak | None] = field(
+        default_factory=dict, repr=False
+    )
 
     def loaded_mb(self, key: FootprintKey) -> float:
         """Best known loaded size (no growth) for ``key``; cached per key."""
@@ -96,11 +114,40 @@ class FootprintBook:
         return value
 
     def estimate(self, key: FootprintKey, audio_s: float) -> float:
-        """Expected peak in MB for a file of ``audio_s`` seconds."""
-        return self.loaded_mb(key) * growth(audio_s)
+        """Expected peak in MB for a file of ``audio_s`` seconds.
+
+        From the peaks learned in the file's own band, else the nearest shorter
+        band grown to this length, else (shorter unknown) the nearest longer
+        band's peak or the built-in figure grown, whichever is smaller.
+        """
+        if not self.bands:
+            return self.loaded_mb(key) * growth(audio_s)
+        band = band_of(audio_s)
+        if (key, band) in self._anchor_cache:
+            anchor = self._anchor_cache[(key, band)]
+        else:
+            anchor = self._anchor_cache[(key, band)] = self._anchor(key, band)
+        if anchor is None:
+            return self.loaded_mb(key) * growth(audio_s)
+        if audio_s <= anchor.audio_s:
+            return anchor.peak_mb
+        return anchor.peak_mb * growth(audio_s) / growth(anchor.audio_s)
+
+    def _anchor(self, key: FootprintKey, band: int) -> LearnedPeak | None:
+        """The learned peak a file in ``band`` is estimated from (None: none learned)."""
+        for b in range(band, -1, -1):
+            if (key, b) in self.bands:
+                return self.bands[(key, b)]
+        for b in range(band + 1, len(BAND_EDGES_S) + 1):
+            longer = self.bands.get((key, b))
+            if longer is not None:
+                # A longer file's peak bounds a shorter one's from above.
+                grown = self.loaded_mb(key) * growth(BAND_EDGES_S[band])
+                return LearnedPeak(min(longer.peak_mb, grown), BAND_EDGES_S[band])
+        return None
 
     def observe_peak(self, key: FootprintKey, peak_mb: float, audio_s: float) -> None:
-        """Record a finished instance's peak; keeps the high-water mark."""
+        """Record a finished instance's peak: the high-water mark of its key and band."""
         known = self.learned.get(key)
         candidate = LearnedPeak(peak_mb, audio_s)
         if known is None:
@@ -109,7 +156,15 @@ class FootprintBook:
             known.samples += 1
             if candidate.loaded_mb > known.loaded_mb:
                 known.peak_mb, known.audio_s = peak_mb, audio_s
+        band = self.bands.get((key, band_of(audio_s)))
+        if band is None:
+            self.bands[(key, band_of(audio_s))] = LearnedPeak(peak_mb, audio_s)
+        else:
+            band.samples += 1
+            if peak_mb > band.peak_mb:
+                band.peak_mb, band.audio_s = peak_mb, max(band.audio_s, audio_s)
         self._base_cache.clear()
+        self._anchor_cache.clear()
 
     def observe_speed(self, key: FootprintKey, speed_x: float) -> None:
         """Record solo-equivalent speed (x real time); a moving average."""
@@ -154,6 +209,16 @@ class FootprintBook:
                     for k, v in sorted(self.learned.items())
                 ],
                 "speeds": [{"key": list(k), "speed_x": v} for k, v in sorted(self.speeds.items())],
+                "bands": [
+                    {
+                        "key": list(k),
+                        "band": b,
+                        "peak_mb": v.peak_mb,
+                        "audio_s": v.audio_s,
+                        "samples": v.samples,
+                    }
+                    for (k, b), v in sorted(self.bands.items())
+                ],
             },
             indent=2,
         )
@@ -165,6 +230,11 @@ class FootprintBook:
         for row in data.get("learned", []):
             m, c, b, d = row["key"]
             book.learned[(m, c, int(b), d)] = LearnedPeak(
+                float(row["peak_mb"]), float(row["audio_s"]), int(row.get("samples", 1))
+            )
+        for row in data.get("bands", []):
+            m, c, b, d = row["key"]
+            book.bands[((m, c, int(b), d), int(row["band"]))] = LearnedPeak(
                 float(row["peak_mb"]), float(row["audio_s"]), int(row.get("samples", 1))
             )
         for row in data.get("speeds", []):

@@ -28,6 +28,8 @@ from vramscribe.core.jobs import JobState
 from vramscribe.core.neighbours import NeighbourTracker
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView, Reading
 
+MIB = 1024 * 1024
+
 
 @dataclass(slots=True, eq=False)
 class Tracked:
@@ -76,6 +78,12 @@ class DeviceInfo:
     s_max: float | None = None
     reserve_bytes: int = 0
     memory_limit_bytes: int | None = None
+    """Memory the user leaves to others on this device (``--reserve``): subtracted from
+    free memory like the margin, so a neighbour whose peak never shows still finds it."""
+    reading_lag_s: float = 0.0
+    """How long an allocation may take to show in a reading: nothing is admitted on the
+    device until a reading taken that long after the shell's first look exists, so a
+    neighbour that started with us is in it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,8 @@ class PolicyShell:
         self.attributed: dict[str, bool | None] = {}
         self.cooldown: dict[str, float] = {}
         self.instances: list[Tracked] = []
+        self.started_at: float | None = None
+        self.fresh: set[str] = set()  # devices with a reading taken after the reading lag
 
     # -- what happened to an instance ------------------------------------------------
     def start(self, inst: Tracked) -> None:
@@ -188,6 +198,8 @@ class PolicyShell:
         but gets no snapshot, so nothing is admitted on it.
         """
         out = Observation()
+        if self.started_at is None:
+            self.started_at = now
         self._confirm_releases(now, readings, out)
         for inst in self.instances:
             reading = readings.get(inst.device_id)
@@ -236,6 +248,11 @@ class PolicyShell:
 
     # -- the parts -------------------------------------------------------------------
     def _snapshot(self, dev: DeviceInfo, reading: Reading, now: float) -> DeviceSnapshot:
+        if (
+            dev.id not in self.fresh
+            and reading.time >= (self.started_at or 0.0) + dev.reading_lag_s
+        ):
+            self.fresh.add(dev.id)
         peak = None
         if dev.kind != "cpu":
             split = self.split(dev.id, reading)
@@ -252,8 +269,9 @@ class PolicyShell:
             foreign_peak_mb=peak,
             cooldown_until=self.cooldown.get(dev.id, 0.0),
             s_max=dev.s_max,
-            reserve_bytes=dev.reserve_bytes,
             memory_limit_bytes=dev.memory_limit_bytes,
+            fresh=dev.id in self.fresh,
+            reserve_mb=dev.reserve_bytes / MIB,
         )
 
     def _confirm_releases(

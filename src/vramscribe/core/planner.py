@@ -15,11 +15,9 @@ changes with time, which keeps sorting cheap.
 
 Warm instances come first: a job whose engine key matches an idle instance
 runs there, with no start and no load, if its growth fits; idle instances are
-released or evicted by :mod:`vramscribe.core.idle`. Batch size ``auto``
-(``Job.batch_size == 0``) picks the candidate (1-16, at most one per 30 s
-window) with the best expected device throughput (``room.device_throughput``),
-weighing the next pending jobs a batch keeps out; ties go to the smaller one.
-On a busy GPU a new instance must add throughput, or its job waits.
+released or evicted by :mod:`vramscribe.core.idle`. Batch sizes (``auto``)
+come from :mod:`vramscribe.core.batching`. A job that fits on no device beside
+what other processes hold is marked blocked (:mod:`vramscribe.core.wait`).
 
 The first job in order that does not fit anywhere gets EASY-backfill
 protection: the device where it will fit soonest (from running instances'
@@ -31,18 +29,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
+from vramscribe.core.batching import LOOKAHEAD_WINDOW, AlikeKey, Batches, alike_key
+from vramscribe.core.decisions import Blocked, Plan, Reject, Start
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.idle import Release, evict_for, release_idle
 from vramscribe.core.jobs import Job, JobState
-from vramscribe.core.queue import PendingQueue, order_key
+from vramscribe.core.queue import in_order, queued_keys
 from vramscribe.core.room import (
     GIB,
     PROCESS_START_S,
     Hold,
     Room,
-    batch_candidates,
     closed_summary,
     device_throughput,
     estimate,
@@ -50,7 +48,6 @@ from vramscribe.core.room import (
     gib,
     hold_for,
     place,
-    s_max_for,
     smallest_keys,
     too_big,
 )
@@ -60,6 +57,7 @@ from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 __all__ = [
     "GIB",
     "PROCESS_START_S",
+    "Blocked",
     "Hold",
     "Plan",
     "Reject",
@@ -68,63 +66,6 @@ __all__ = [
     "device_throughput",
     "plan",
 ]
-
-# A new instance on a busy GPU must add this share of throughput, or the job waits.
-MIN_GAIN = 0.05
-# Jobs from the front of the queue that batch-size choices look ahead over.
-LOOKAHEAD_WINDOW = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    """Start ``job_id`` on ``device_id``; on the idle instance ``instance_id`` if set."""
-
-    job_id: str
-    device_id: str
-    reserved_mb: float
-    expected_end: float
-    instance_id: str | None = None
-    batch_size: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    job_id: str
-    reason: str
-
-
-@dataclass(slots=True)
-class Plan:
-    """The planner's decisions for one moment.
-
-    ``reasons`` holds a reason for each job the planner looked at and did not
-    start; jobs it did not need to look at share ``default_reason``.
-    """
-
-    starts: list[Start] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    releases: list[Release] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
-    default_reason: str = ""
-    hold: Hold | None = None
-
-    def reason_for(self, job_id: str) -> str:
-        return self.reasons.get(job_id, self.default_reason)
-
-
-def _ordered(pending: Iterable[Job], settings: Settings) -> Iterable[Job]:
-    if (
-        isinstance(pending, PendingQueue)
-        and pending.aging_s_per_point == settings.aging_s_per_point
-    ):
-        return pending
-    return sorted(pending, key=lambda j: order_key(j, settings.aging_s_per_point))
-
-
-def _pending_keys(pending: Iterable[Job]) -> set[str]:
-    if isinstance(pending, PendingQueue):
-        return pending.keys()
-    return {j.reuse_key for j in pending if j.state is JobState.PENDING}
 
 
 def plan(
@@ -140,15 +81,24 @@ def plan(
     if not planner.devs:
         planner.result.default_reason = "no device available"
         return planner.result
-    ordered = _ordered(pending, settings)
-    planner.lookahead = list(itertools.islice(ordered, LOOKAHEAD_WINDOW))
+    ordered = in_order(pending, settings.aging_s_per_point)
+    planner.pending_keys = queued_keys(pending)
+    planner.batches.set_lookahead(list(itertools.islice(ordered, LOOKAHEAD_WINDOW)))
     planner.run(ordered)
-    planner.release_idle(_pending_keys(pending))
+    planner.release_idle()
     return planner.result
 
 
 class _Planner:
-    """One call's working state; each method is one rule of the planner."""
+    """One call's working state; each method is one rule of the planner.
+
+    Cost is bounded: once one job has not started, at most ``backfill_depth``
+    further jobs are looked at, whatever the path (waiting, held back, retrying,
+    rejected, warm-only). Each look is cheap: a job whose smallest estimate
+    exceeds the most free memory of every open device waits at once, and a
+    job like one that just could not start (same model, settings and batch
+    candidates, audio at least as long, no decision since) shares its reason.
+    """
 
     def __init__(
         self,
@@ -164,6 +114,10 @@ class _Planner:
         for inst in instances:
             by_device.setdefault(inst.device_id, []).append(inst)
         self.devs = [Room(d, by_device[d.id], settings, now) for d in devices]
+        self.idle_by_key: dict[str, list[tuple[Room, InstanceView]]] = {}
+        for dev in self.devs:
+            for inst in dev.idle:
+                self.idle_by_key.setdefault(inst.key, []).append((dev, inst))
         self.total = len(instances)
         self.used: set[str] = set()  # idle instances given a job or released in this call
         self.min_loaded = {
@@ -174,47 +128,78 @@ class _Planner:
             kind: max(d.capacity for d in self.devs if d.kind == kind) for kind in self.min_loaded
         }
         self.open_devs = self._open_devices()
-        self.lookahead: list[Job] = []
+        # Where each device kind offers the most beside other processes; whether any do hold some.
+        self.most_usable: dict[str, Room] = {}
+        for dev in self.devs:
+            if dev.kind not in self.most_usable or dev.usable > self.most_usable[dev.kind].usable:
+                self.most_usable[dev.kind] = dev
+        self.others_hold = any(d.others > 0 for d in self.devs)
+        self.batches = Batches(book, now, settings.batch_lookahead)
+        self.pending_keys: set[str] = set()
+        self.first_waiting: str | None = None
+        self.counting = False
+        # Bumped by every decision that changes a device's room (start, eviction, hold).
+        self.generation = 0
+        self.memo: dict[AlikeKey, tuple[int, float, str]] = {}
+        self._most_free: tuple[int, dict[str, Room]] = (-1, {})
 
     def run(self, ordered: Iterable[Job]) -> None:
-        examined_after_head = 0
+        examined = 0
         only_warm = False
         for job in ordered:
+            if self.counting:
+                examined += 1
+                if examined > self.settings.backfill_depth:
+                    self._stop_reason()
+                    break
             if job.state is not JobState.PENDING:
                 continue
             if job.not_before > self.now:
-                self.result.reasons[job.id] = f"retrying in {job.not_before - self.now:.0f} s"
+                self._waits(job, f"retrying in {job.not_before - self.now:.0f} s")
                 continue
-            if only_warm or self.result.hold is not None:
-                examined_after_head += 1
-                if examined_after_head > self.settings.backfill_depth:
-                    self._stop_reason()
-                    break
             if self._start_warm(job):
                 continue
-            closed = self._closed()
-            if closed is not None:
-                if not only_warm:
-                    self.result.default_reason = closed
-                    # Idle instances may be what closes the devices: the head may evict them.
-                    evicted = self._evict_for(job) if self._idle_left() else None
-                    if evicted is not None:
-                        self.result.reasons[job.id] = (
-                            f"waiting for idle instances on {evicted} to release their memory"
-                        )
-                only_warm = True
-                if not self._idle_left():
-                    break
-                continue
             if not only_warm:
-                self._consider(job)
+                closed = self._closed()
+                if closed is None:
+                    self._consider(job)
+                    continue
+                only_warm = True
+                self._closed_for(job, closed)
+            else:
+                # Nothing new starts; a queued job may still be one others' memory blocks.
+                self._classify(job)
+            if not (self.others_hold or self._warm_possible()):
+                break
+
+    def _closed_for(self, job: Job, closed: str) -> None:
+        """No new instance can start anywhere: ``job`` waits for the reason that closes them."""
+        self._blocked(job)
+        self.result.default_reason = closed
+        # Idle instances may be what closes the devices: the head may evict them.
+        evicted = self._evict_for(job) if self._idle_left() else None
+        if evicted is not None:
+            self.result.reasons[job.id] = (
+                f"waiting for idle instances on {evicted} to release their memory"
+            )
+        self._classify(job)
+
+    def _waits(self, job: Job, reason: str) -> None:
+        self.result.reasons[job.id] = reason
+        self._blocked(job)
+
+    def _blocked(self, job: Job) -> None:
+        """``job`` does not start now; from here on, the depth bound counts."""
+        self.counting = True
+        if self.first_waiting is None:
+            self.first_waiting = job.id
 
     def _stop_reason(self) -> None:
         hold = self.result.hold
-        if hold is not None:
-            self.result.default_reason = (
-                f"queued behind job {hold.job_id} and {self.settings.backfill_depth} others"
-            )
+        head = hold.job_id if hold is not None else self.first_waiting
+        self.result.default_reason = (
+            f"queued behind job {head} and {self.settings.backfill_depth} others"
+        )
 
     def _closed(self) -> str | None:
         """Why no new instance can start anywhere now, or None."""
@@ -227,16 +212,78 @@ class _Planner:
     def _idle_left(self) -> bool:
         return any(i.iid not in self.used for d in self.devs for i in d.idle)
 
-    def _consider(self, job: Job) -> None:
-        """A new instance for ``job``: start it, reject it, or say why it waits."""
+    def _warm_possible(self) -> bool:
+        """Whether an unused idle instance could still take a queued job."""
+        return any(
+            inst.iid not in self.used
+            for key, pairs in self.idle_by_key.items()
+            if key in self.pending_keys
+            for _, inst in pairs
+        )
+
+    def _classify(self, job: Job) -> dict[str, float] | None:
+        """Reject ``job`` if no empty device could hold it, or mark it blocked if it fits on
+        none beside what other processes hold; its estimates per device kind if neither."""
         ests = {kind: estimate(job, self.book, kind) for kind in self.min_loaded}
         if all(est > self.capacity[kind] for kind, est in ests.items()):
             self.result.rejects.append(Reject(job.id, too_big(max(ests.values()), self.capacity)))
+            self.counting = True
+            return None
+        if not self.others_hold:
+            return ests
+        closest: tuple[float, Room, float] | None = None
+        for kind, dev in self.most_usable.items():
+            if ests[kind] <= dev.usable:
+                return ests
+            if closest is None or dev.usable - ests[kind] > closest[0]:
+                closest = (dev.usable - ests[kind], dev, ests[kind])
+        assert closest is not None
+        _, dev, est = closest
+        why = Blocked(dev.snap.id, est, dev.others, dev.snap.total_mb, dev.usable, job.model)
+        self.result.blocked[job.id] = why
+        self._waits(job, why.reason())
+        return None
+
+    def _consider(self, job: Job) -> None:
+        """A new instance for ``job``: start it, reject it, or say why it waits."""
+        ests = self._classify(job)
+        if ests is None:
             return
+        key = alike_key(job)
+        known = self.memo.get(key)
+        if known is not None and known[0] == self.generation and job.audio_s >= known[1]:
+            self._waits(job, known[2])
+            return
+        nowhere = self._fits_nowhere(ests)
+        if nowhere is not None:
+            self._wait(job, *nowhere)
+        elif self._try_start(job, ests) or self.batches.is_ahead(job):
+            # Started; or its batch choice weighed the jobs behind it, so it is not shared.
+            return
+        self.memo[key] = (self.generation, job.audio_s, self.result.reasons[job.id])
+
+    def _fits_nowhere(self, ests: dict[str, float]) -> tuple[Room, float] | None:
+        """The device that comes closest, if even the smallest batch fits on no open device."""
+        if self._most_free[0] != self.generation:
+            most: dict[str, Room] = {}
+            for dev in self.open_devs:
+                if dev.kind not in most or dev.free > most[dev.kind].free:
+                    most[dev.kind] = dev
+            self._most_free = (self.generation, most)
+        best: tuple[float, Room, float] | None = None
+        for kind, dev in self._most_free[1].items():
+            if ests[kind] <= dev.free:
+                return None
+            if best is None or dev.free - ests[kind] > best[0]:
+                best = (dev.free - ests[kind], dev, ests[kind])
+        return None if best is None else (best[1], best[2])
+
+    def _try_start(self, job: Job, ests: dict[str, float]) -> bool:
+        """Start ``job`` where it fits and adds throughput; False (with its reason) if it waits."""
         fitting: list[tuple[Room, float, int]] = []
         blocker: tuple[float, Room, float] | None = None  # (score, device, estimate)
         for dev in self.open_devs:
-            choice = self._batch_for(job, dev, None)
+            choice = self.batches.choose(job, dev, None)
             if choice is not None:
                 fitting.append((dev, choice[1], choice[0]))
                 continue
@@ -244,29 +291,23 @@ class _Planner:
             score = 0.0 if est <= dev.free else dev.free - est
             if blocker is None or score > blocker[0]:
                 blocker = (score, dev, est)
-        worth = [c for c in fitting if self._adds_throughput(job, c[0], c[2])]
+        worth = [c for c in fitting if self.batches.adds_throughput(job, c[0], c[2])]
         if worth:
             self._start_new(job, *place(worth))
-            return
+            return True
         if fitting:
             dev = fitting[0][0]
-            self.result.reasons[job.id] = (
-                f"{dev.snap.id} is saturated: another instance would not add throughput"
+            self._waits(
+                job, f"{dev.snap.id} is saturated: another instance would not add throughput"
             )
-            return
+            for d, _, _ in fitting:
+                d.saturated_for = job.id
+            self.open_devs = self._open_devices()
+            self.generation += 1
+            return False
         assert blocker is not None
         self._wait(job, blocker[1], blocker[2])
-
-    def _adds_throughput(self, job: Job, dev: Room, batch: int) -> bool:
-        """Would a new instance make ``dev`` faster? On a saturated device it only takes
-        memory that a bigger batch could use once a running instance ends."""
-        if dev.busy == 0 or dev.kind == "cpu":
-            return True
-        s_max = s_max_for(job, dev)
-        gain = self.book.batch_gain(job.footprint_key(dev.kind, batch))
-        now = device_throughput(dev.busy, dev.weight, s_max)
-        then = device_throughput(dev.busy + 1, dev.weight + gain, s_max)
-        return then >= now * (1.0 + MIN_GAIN)
+        return False
 
     def _start_new(self, job: Job, dev: Room, est: float, batch: int) -> None:
         end = self.now + expected_duration(job, self.book, dev.kind, batch, warm=False)
@@ -278,20 +319,20 @@ class _Planner:
         dev.weight += self.book.batch_gain(job.footprint_key(dev.kind, batch))
         self.total += 1
         self.open_devs = self._open_devices()
+        self.generation += 1
 
     def _start_warm(self, job: Job) -> bool:
         """Run ``job`` on an idle instance of its engine key, if one has room to grow into it."""
         best: tuple[tuple[int, float, str], Room, InstanceView, tuple[int, float]] | None = None
-        for dev in self.devs:
-            for inst in dev.idle:
-                if inst.iid in self.used or inst.key != job.reuse_key:
-                    continue
-                choice = self._batch_for(job, dev, inst)
-                if choice is None:
-                    continue
-                rank = (dev.n, -(inst.idle_since or 0.0), inst.iid)
-                if best is None or rank < best[0]:
-                    best = (rank, dev, inst, choice)
+        for dev, inst in self.idle_by_key.get(job.reuse_key, ()):
+            if inst.iid in self.used:
+                continue
+            choice = self.batches.choose(job, dev, inst)
+            if choice is None:
+                continue
+            rank = (dev.n, -(inst.idle_since or 0.0), inst.iid)
+            if best is None or rank < best[0]:
+                best = (rank, dev, inst, choice)
         if best is None:
             return False
         _, dev, inst, (batch, est) = best
@@ -303,57 +344,8 @@ class _Planner:
         dev.busy += 1
         dev.weight += self.book.batch_gain(job.footprint_key(dev.kind, batch))
         self.used.add(inst.iid)
+        self.generation += 1
         return True
-
-    def _batch_for(
-        self, job: Job, dev: Room, inst: InstanceView | None
-    ) -> tuple[int, float] | None:
-        """The best batch size that fits on ``dev`` (on ``inst`` if warm), with its estimate."""
-        best: tuple[float, int, float] | None = None
-        for batch in batch_candidates(job):
-            est = estimate(job, self.book, dev.kind, batch)
-            need = est if inst is None else max(0.0, est - max(inst.reserved_mb, inst.observed_mb))
-            if need > 0 and need > dev.free:
-                continue
-            if dev.hold is not None and need > dev.extra:
-                warm = inst is not None
-                ends = self.now + expected_duration(job, self.book, dev.kind, batch, warm)
-                if ends > dev.hold.start_at:
-                    continue
-            score = self._throughput(job, dev, batch, need)
-            if best is None or score > best[0] + 1e-9:
-                best = (score, batch, est)
-        return None if best is None else (best[1], best[2])
-
-    def _throughput(self, job: Job, dev: Room, batch: int, need: float) -> float:
-        """Expected device throughput (solo units) if ``job`` takes ``need`` MB at ``batch``.
-
-        The memory left over goes, in order, to the next pending jobs at batch 1
-        (a new instance each): a big batch is worth it only if it beats the
-        instances it keeps out. Instances share the device as
-        :func:`~vramscribe.core.profiles.shared_speeds` says.
-        """
-        if job.batch_size > 0:
-            return 0.0
-        k = dev.busy + 1
-        gains = dev.weight + self.book.batch_gain(job.footprint_key(dev.kind, batch))
-        left = dev.free - need
-        for other in self._next_jobs(job):
-            est = estimate(other, self.book, dev.kind, 1)
-            if est <= left:
-                left -= est
-                k += 1
-                gains += 1.0
-        return device_throughput(k, gains, s_max_for(job, dev))
-
-    def _next_jobs(self, job: Job) -> list[Job]:
-        """The runnable jobs right after ``job`` in order (none if it is deep in the queue)."""
-        try:
-            pos = self.lookahead.index(job)
-        except ValueError:
-            return []
-        later = (j for j in self.lookahead[pos + 1 :] if j.not_before <= self.now)
-        return list(itertools.islice(later, self.settings.batch_lookahead))
 
     def _wait(self, job: Job, bdev: Room, est: float) -> None:
         """``job`` fits nowhere: say why, evict idle instances for it, and hold memory for it."""
@@ -362,27 +354,32 @@ class _Planner:
         else:
             reason = (
                 f"waiting for memory on {bdev.snap.id} (needs {gib(est)} GiB, "
-                f"{gib(max(0.0, bdev.free))} free after reservations)"
+                f"{gib(max(0.0, bdev.free))} free after reservations: "
+                "waiting for our running jobs)"
             )
         if self.result.hold is None:
             evicted = self._evict_for(job)
             if evicted:
                 reason = f"waiting for idle instances on {evicted} to release their memory"
-        self.result.reasons[job.id] = reason
+        self._waits(job, reason)
         if self.result.hold is None:
             if not self.settings.backfill:
                 self.result.default_reason = f"waiting behind job {job.id} (strict order)"
                 return
             self.result.hold = hold_for(job, self.devs, self.book, self.now)
+            if self.result.hold is not None:
+                self.generation += 1
 
     def _evict_for(self, job: Job) -> str | None:
         releases, device = evict_for(job, self.devs, self.used, self.book)
         self.result.releases.extend(releases)
+        if releases:
+            self.generation += 1
         return device
 
-    def release_idle(self, pending_keys: set[str]) -> None:
+    def release_idle(self) -> None:
         self.result.releases.extend(
-            release_idle(self.devs, self.used, pending_keys, self.now, self.settings)
+            release_idle(self.devs, self.used, self.pending_keys, self.now, self.settings)
         )
 
     def _open_devices(self) -> list[Room]:

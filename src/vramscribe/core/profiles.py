@@ -12,6 +12,7 @@ policy look better. docs/simulator.md explains each derivation.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,16 @@ CUDA_CONTEXT_MB = 400.0
 # faster-whisper README (v1.1.0 benchmark, RTX 3070 Ti): large-v2 at batch 8 uses
 # 6090 MB against 4525 MB at batch 1 in fp16 (+1565), 4500 against 2926 in int8 (+1574).
 BATCH8_EXTRA_MB = 1500.0
-# Peak memory rises ~25% over long files; we model it as linear up to an hour.
+# Growth over a long file. faster-whisper decodes one 30 s window at a time (batch 1) or
+# B windows per step (batched), so nothing it holds on the GPU scales with the file; what
+# grows is CTranslate2's caching allocator's high-water mark, as windows with longer
+# outputs and prompts come along. Measured: large-v2 fp16 on a 3-hour file peaked at
+# 5798 MB against the README's 4755 MB on 13 min (+22%), rising in steps that slowed
+# as the file went on (https://github.com/SYSTRAN/faster-whisper/issues/390); on the
+# CPU, memory stayed flat over an hour of small.en
+# (https://github.com/SYSTRAN/faster-whisper/issues/249). We take +25% reached at an
+# hour, linearly: the prior only bridges the gap to the nearest length band measured
+# on this machine (``FootprintBook``), where the worker's reported peaks replace it.
 GROWTH_AT_FULL = 0.25
 GROWTH_FULL_AUDIO_S = 3600.0
 
@@ -92,6 +102,7 @@ ALIASES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def profile_for(model: str) -> ModelProfile | None:
     """Find the profile for a model name, ignoring ``.en`` and path prefixes."""
     name = model.rstrip("/").rsplit("/", 1)[-1].lower()
@@ -128,8 +139,14 @@ def batch_gain(batch_size: int, device_kind: str) -> float:
 
 def max_batch(audio_s: float) -> int:
     """The largest useful batch size for a file: one slot per 30 s window, at most 16."""
-    chunks = max(1, math.ceil(max(0.0, audio_s) / CHUNK_S))
-    return max(b for b in BATCH_CANDIDATES if b <= chunks)
+    chunks = math.ceil(audio_s / CHUNK_S) if audio_s > 0 else 1
+    for b in _DESCENDING:
+        if b <= chunks:
+            return b
+    return 1
+
+
+_DESCENDING = sorted(BATCH_CANDIDATES, reverse=True)
 
 
 def growth(audio_s: float) -> float:

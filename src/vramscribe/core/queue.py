@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from vramscribe.core.jobs import Job
+from vramscribe.core.jobs import Job, JobState
 from vramscribe.core.profiles import profile_for
 
 OrderKey = tuple[float, float, float, float, str]
@@ -90,3 +90,17 @@ class PendingQueue:
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+
+def in_order(pending: Iterable[Job], aging_s_per_point: float) -> Iterable[Job]:
+    """``pending`` in planner order: a queue kept in that order as is, anything else sorted."""
+    if isinstance(pending, PendingQueue) and pending.aging_s_per_point == aging_s_per_point:
+        return pending
+    return sorted(pending, key=lambda j: order_key(j, aging_s_per_point))
+
+
+def queued_keys(pending: Iterable[Job]) -> set[str]:
+    """The engine keys of the pending jobs (what an idle instance could still serve)."""
+    if isinstance(pending, PendingQueue):
+        return pending.keys()
+    return {j.reuse_key for j in pending if j.state is JobState.PENDING}

@@ -29,6 +29,8 @@ GIB = 1024.0
 MIB = 1024 * 1024
 # Time a fresh process needs before it starts loading (imports, CUDA init).
 PROCESS_START_S = 3.0
+# A head of the queue that has waited this long gets a strict hold (see ``Hold.strict``).
+STRICT_HOLD_AFTER_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,10 @@ class Hold:
     device_id: str
     needs_mb: float
     start_at: float
+    strict: bool = False
+    """The head has waited ``STRICT_HOLD_AFTER_S``: no job may start in its memory on the
+    promise of ending first (expected ends run late under contention, and each late one
+    pushes the head back: the large jobs left to the end)."""
 
 
 def gib(mb: float) -> str:
@@ -59,7 +65,9 @@ class Room:
         "kind",
         "loads",
         "n",
+        "others",
         "releases",
+        "saturated_for",
         "snap",
         "usable",
         "weight",
@@ -81,13 +89,17 @@ class Room:
         headroom = 0.0
         if snap.foreign_peak_mb is not None:
             headroom = max(0.0, snap.foreign_peak_mb - foreign_now)
-        reserve = snap.reserve_bytes / MIB
-        self.free = snap.free_mb - sum(i.outstanding_mb for i in mine) - margin - headroom
-        self.free -= reserve
+        # The user's reserve is room for neighbours to grow into, like the headroom their
+        # recent peak asks for: the larger of the two is kept free, not both.
+        room_for_others = max(headroom, snap.reserve_mb)
+        self.free = snap.free_mb - sum(i.outstanding_mb for i in mine) - margin - room_for_others
         # What this device could offer once our instances end and neighbours shrink
-        # back to what they use now; ``capacity`` ignores neighbours (they may leave).
-        self.capacity = snap.total_mb - margin - reserve
-        self.usable = self.capacity - max(foreign_now, snap.foreign_peak_mb or 0.0)
+        # back to what they use now; ``capacity`` ignores neighbours (they may leave)
+        # but not the reserve the user leaves them.
+        self.capacity = snap.total_mb - margin - snap.reserve_mb
+        # What other processes hold: now, or their recent peak if higher.
+        self.others = max(foreign_now, snap.foreign_peak_mb or 0.0)
+        self.usable = snap.total_mb - margin - max(self.others, foreign_now + snap.reserve_mb)
         if snap.memory_limit_bytes is not None:
             # A user's limit caps what we hold here, reserved or observed (limits.py).
             limit = snap.memory_limit_bytes / MIB
@@ -103,15 +115,22 @@ class Room:
         )
         self.hold: Hold | None = None
         self.extra = math.inf
+        # The job an earlier look found this device too busy for: no later job may
+        # start a new instance here in this call (it would overtake it every time).
+        self.saturated_for: str | None = None
 
     def closed_reason(self, settings: Settings, now: float) -> str | None:
         """Why no new instance can start here now, or None."""
+        if not self.snap.fresh:
+            return f"waiting for a reading of {self.snap.id} newer than its reading lag"
         if now < self.snap.cooldown_until:
             return f"{self.snap.id} is cooling down after running out of memory"
         if self.n >= self.cap:
             return f"instance cap reached on {self.snap.id} ({self.n}/{self.cap})"
         if self.loads >= settings.max_loads_per_device:
             return f"a model is loading on {self.snap.id}"
+        if self.saturated_for is not None:
+            return f"{self.snap.id} is saturated: job {self.saturated_for} starts there first"
         return None
 
     def take(self, mb: float, end: float) -> None:
@@ -204,7 +223,8 @@ def hold_for(job: Job, devs: list[Room], book: FootprintBook, now: float) -> Hol
     if best is None:
         return None
     at, _, _, dev, est = best
-    hold = Hold(job.id, dev.snap.id, est, at)
+    strict = now - job.submitted_at >= STRICT_HOLD_AFTER_S
+    hold = Hold(job.id, dev.snap.id, est, at, strict)
     free_then = dev.free + sum(mb for end, mb in dev.releases if end <= at)
     dev.hold = hold
     dev.extra = max(0.0, free_then - est)

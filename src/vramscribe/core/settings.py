@@ -27,8 +27,10 @@ class Settings:
     backfill: bool = True
     """Let later jobs start while the head job waits, if they do not delay it."""
 
-    backfill_depth: int = 1000
-    """Jobs after the waiting head that one call tries; the rest share a reason (bounds cost)."""
+    backfill_depth: int = 500
+    """Jobs one call looks at after the first that cannot start, on every path (waiting,
+    held back, retrying, rejected); the rest share a reason. Bounds a call's cost, like
+    Slurm's ``bf_max_job_test``; 500 keeps a call under 5 ms at 50,000 x 16."""
 
     max_attempts: int = 3
     """Attempts before a retryable failure becomes final."""
@@ -54,6 +56,11 @@ class Settings:
     max_jobs_per_instance: int = 200
     """Jobs one instance serves before it is replaced (bounds leaks and engine caches)."""
 
+    max_wait_for_memory_s: float = 300.0
+    """How long a job may stay blocked by memory other processes hold (it fits on an empty
+    device, on none beside them) before it fails with the reason; waits for our own jobs
+    do not count (the service: 30 min)."""
+
     batch_lookahead: int = 8
     """Pending jobs weighed when choosing a batch size (memory a batch takes from them)."""
 
@@ -78,7 +85,11 @@ class Settings:
             raise ValueError("max_attempts must be at least 1")
         if self.max_jobs_per_instance < 1:
             raise ValueError("max_jobs_per_instance must be at least 1")
+        if self.max_wait_for_memory_s < 0:
+            raise ValueError("max_wait_for_memory_s must not be negative")
         if self.keep_alive_s < 0:
             raise ValueError("keep_alive_s must not be negative")
+        if self.backfill_depth < 1:
+            raise ValueError("backfill_depth must be at least 1")
         if self.aging_s_per_point <= 0:
             raise ValueError("aging_s_per_point must be positive")

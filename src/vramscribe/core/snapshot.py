@@ -45,8 +45,11 @@ class DeviceSnapshot:
     s_max: float | None = None
     """How far concurrent instances scale on this device, if known (a T4: about 1.1);
     None: the models' own figures."""
-    reserve_bytes: int = 0
-    """Memory always left to others (``--reserve``), subtracted like the margin."""
+    reserve_mb: float = 0.0
+    """Memory the user leaves to others here: never handed out, like the margin."""
+    fresh: bool = True
+    """False until a reading taken the device's reading lag after the start exists: an
+    earlier one may predate a neighbour that started with us, so nothing is admitted."""
     memory_limit_bytes: int | None = None
     """The most our instances may hold here, reserved or observed (``--memory-limit``)."""
 

@@ -29,6 +29,11 @@ class Device(Protocol):
         """A device's own cap on instances (the CPU's cores), or None."""
         ...
 
+    @property
+    def reading_lag_s(self) -> float:
+        """How long an allocation may take to show in a reading (NVML: about 0.5 s)."""
+        ...
+
     def read(self, now: float) -> Reading:
         """Current memory; ``now`` is the caller's clock (fakes apply their lag to it)."""
         ...

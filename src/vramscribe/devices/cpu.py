@@ -56,6 +56,11 @@ class CpuDevice:
     def max_instances(self) -> int | None:
         return self._max_instances
 
+    @property
+    def reading_lag_s(self) -> float:
+        """psutil reads resident memory as it is now."""
+        return 0.0
+
     def track(self, pid: int) -> None:
         """Attribute ``pid``'s resident memory to us from now on.
 

@@ -46,6 +46,10 @@ class FakeDevice:
         self._record(float("-inf"))
 
     @property
+    def reading_lag_s(self) -> float:
+        return self.lag_s
+
+    @property
     def used_mb(self) -> float:
         return sum(self.used.values())
 

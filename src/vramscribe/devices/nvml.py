@@ -61,6 +61,10 @@ def _nvml_error(device: str, exc: Exception) -> DeviceUnavailable:
     return DeviceUnavailable(f"{device}: NVML query failed ({exc})")
 
 
+# How long a fresh allocation may take to show in NVML's per-process and free memory.
+NVML_READING_LAG_S = 0.5
+
+
 class NvmlDevice:
     """One GPU; each :meth:`read` is a fresh query of the driver."""
 
@@ -84,6 +88,10 @@ class NvmlDevice:
     @property
     def max_instances(self) -> int | None:
         return None
+
+    @property
+    def reading_lag_s(self) -> float:
+        return NVML_READING_LAG_S
 
     def read(self, now: float) -> Reading:
         try:

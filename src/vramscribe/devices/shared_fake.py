@@ -146,6 +146,10 @@ class SharedFakeDevice:
     def max_instances(self) -> int | None:
         return None
 
+    @property
+    def reading_lag_s(self) -> float:
+        return self.lag_s
+
     def track(self, pid: int) -> None:
         """The fake records every allocation by pid."""
 

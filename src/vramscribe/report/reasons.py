@@ -15,6 +15,10 @@ _REASON_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^waiting for memory on (\S+?)(?: \(.*\))?$"), r"waiting for memory on \1"),
     (re.compile(r"^(\S+) has [\d.]+ GiB free after reservations$"), r"waiting for memory on \1"),
     (
+        re.compile(r"^blocked by other processes' memory on (\S+?)(?: \(.*)?$"),
+        r"blocked by other processes' memory on \1",
+    ),
+    (
         re.compile(r"^held back for job \S+ \(higher priority\) on (\S+)$"),
         r"held back for a higher-priority job on \1",
     ),

@@ -33,6 +33,7 @@ from vramscribe.core.planner import Plan, Start
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import Attempt, FailureKind, apply_failure
 from vramscribe.core.settings import Settings
+from vramscribe.core.wait import MemoryWaits
 from vramscribe.devices.base import Device, Reading
 from vramscribe.engines.base import engine_key
 from vramscribe.protocol import (
@@ -139,6 +140,7 @@ class Runner:
         self.readings: dict[str, Reading] = {}
         self.unreadable: set[str] = set()
         self.last_plan: Plan | None = None
+        self.waits = MemoryWaits(self.settings.max_wait_for_memory_s)
         self.loads_avoided = 0
         self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
@@ -269,6 +271,7 @@ class Runner:
             dev.max_instances,
             reserve_bytes=limits.reserve_bytes,
             memory_limit_bytes=limits.memory_limit_bytes,
+            reading_lag_s=dev.reading_lag_s,
         )
 
     # -- one iteration -------------------------------------------------------------
@@ -443,7 +446,7 @@ class Runner:
             if worker is not None:
                 self._close(worker)
 
-        for reject in decisions.rejects:
+        for reject in [*decisions.rejects, *self.waits.update(now, decisions, self.queue)]:
             task = self.tasks[reject.job_id]
             self.queue.remove(reject.job_id)
             fail(task.job, now, reject.reason)
@@ -456,7 +459,7 @@ class Runner:
                 self._assign(task, worker, start, now)
         for job in self.queue:
             task = self.tasks[job.id]
-            reason = decisions.reason_for(job.id)
+            reason = self.waits.annotate(job.id, decisions.reason_for(job.id), now)
             if reason != task.pending_reason:
                 task.pending_reason = reason
                 self._publish(ReasonChanged(task, reason))

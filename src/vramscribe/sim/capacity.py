@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from vramscribe.console import error, say
-from vramscribe.core.limits import MemoryLimits
 from vramscribe.core.profiles import profile_for
 from vramscribe.core.settings import Settings
 from vramscribe.errors import BadInput, InvalidLimit, ScenarioError
@@ -77,9 +76,14 @@ def simulate_command(
     gpus_spec: str,
     model: str,
     console: Console,
-    limits: MemoryLimits | None = None,
+    settings: Settings | None = None,
+    max_sim_time_s: float = MAX_SIM_TIME_S,
 ) -> int:
-    limits = limits or MemoryLimits()
+    """Every policy on the folder or scenario; 1 if vramscribe leaves a job unfinished.
+
+    ``settings.limits`` apply to vramscribe's policy (the baselines know no limits)."""
+    settings = settings or Settings()
+    limits = settings.limits
     try:
         path = Path(source)
         if path.is_dir():
@@ -104,9 +108,11 @@ def simulate_command(
     table = Table(
         "policy", "makespan", "speed", "OOMs", "failed", "rejected", "unfinished", "mean memory use"
     )
+    stuck = 0
     for name in POLICIES:
-        settings = Settings(limits=limits)
-        r = Simulation(scenario, make_policy(name), settings).run(max_time_s=MAX_SIM_TIME_S)
+        r = Simulation(scenario, make_policy(name), settings).run(max_time_s=max_sim_time_s)
+        if name == "vramscribe":
+            stuck = r.unfinished
         table.add_row(
             name,
             f"{r.makespan_s / 60:.1f} min",
@@ -118,4 +124,10 @@ def simulate_command(
             f"{100 * r.mean_mem_util:.0f}%",
         )
     console.print(table)
+    if stuck:
+        error(
+            f"vramscribe left {stuck} job(s) unfinished after {max_sim_time_s:.0f} simulated s",
+            console,
+        )
+        return 1
     return 0

@@ -9,11 +9,13 @@ literally, so the benchmark shows what each rule of the planner buys.
 from __future__ import annotations
 
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.observe import DeviceInfo, PolicyShell, Tracked
+from vramscribe.core.observe import MIB, DeviceInfo, PolicyShell, Tracked
 from vramscribe.core.planner import plan
 from vramscribe.core.settings import Settings
+from vramscribe.core.wait import MemoryWaits
 from vramscribe.sim.baselines import BatchedLoop, Seed, Sequential, StaticPool, WarmPool
 from vramscribe.sim.model import Admission, Policy, SimInstance
+from vramscribe.sim.scenarios import GpuSpec
 from vramscribe.sim.simulator import Simulation
 
 
@@ -32,11 +34,12 @@ class Vramscribe:
         self.book = FootprintBook()
         self.shell = PolicyShell()
         self.tracked: dict[int, Tracked] = {}
+        self.waits: MemoryWaits | None = None
 
     def admit(self, now: float, sim: Simulation) -> list[Admission]:
         self._follow(sim)
         readings = {g.id: g.device.reading(now) for g in sim.gpus}
-        devices = [device_info(g.id, g.spec.s_max, g.spec.total_mb, sim.settings) for g in sim.gpus]
+        devices = [device_info(g.id, g.spec, sim.settings) for g in sim.gpus]
         seen = self.shell.observe(now, readings, devices)
         for inst in seen.released:
             del self.tracked[inst.pid]
@@ -46,6 +49,10 @@ class Vramscribe:
             sim.release(int(release.instance_id))
         for reject in decisions.rejects:
             sim.reject(reject.job_id, reject.reason)
+        if self.waits is None:
+            self.waits = MemoryWaits(sim.settings.max_wait_for_memory_s)
+        for expired in self.waits.update(now, decisions, sim.queue):
+            sim.give_up(expired.job_id, expired.reason)
         out = []
         for s in decisions.starts:
             pid = None if s.instance_id is None else int(s.instance_id)
@@ -130,15 +137,15 @@ __all__ = [
 ]
 
 
-def device_info(
-    dev_id: str, s_max: float | None, total_mb: float, settings: Settings
-) -> DeviceInfo:
-    """A simulated GPU as the shell sees it, with the limits the run was given."""
-    limits = settings.limits.for_device(dev_id, total_mb)
+def device_info(dev_id: str, spec: GpuSpec, settings: Settings) -> DeviceInfo:
+    """A simulated GPU as the shell sees it: the scenario's reserve and lag, and the
+    limits the run was given (a reserve from both: the larger is left to others)."""
+    limits = settings.limits.for_device(dev_id, spec.total_mb)
     return DeviceInfo(
         dev_id,
         "cuda",
-        s_max=s_max,
-        reserve_bytes=limits.reserve_bytes,
+        s_max=spec.s_max,
+        reserve_bytes=max(limits.reserve_bytes, int(spec.reserve_mb * MIB)),
         memory_limit_bytes=limits.memory_limit_bytes,
+        reading_lag_s=spec.lag_s,
     )

@@ -39,6 +39,8 @@ class GpuSpec:
     s_max: float | None = None
     speed_factor: float = 1.0
     foreign: Neighbour | None = None
+    reserve_mb: float = 0.0
+    """Memory the user declared as others' (``--reserve``): never handed out, like the margin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +260,21 @@ def _gpus(data: dict[str, Any]) -> list[GpuSpec]:
                     s_max=g.get("s_max"),
                     speed_factor=float(g.get("speed_factor", 1.0)),
                     foreign=neighbour,
+                    reserve_mb=_reserve_mb(g),
                 )
             )
     return gpus
+
+
+def _reserve_mb(gpu: dict[str, Any]) -> float:
+    """A GPU's ``reserve_gib`` or ``reserve_mb`` (0 if absent)."""
+    if "reserve_mb" in gpu:
+        value = float(gpu["reserve_mb"])
+    else:
+        value = float(gpu.get("reserve_gib", 0.0)) * GIB_MB
+    if not 0.0 <= value < float(gpu["total_gib"]) * GIB_MB:
+        raise ScenarioError(f"a GPU's reserve must be in [0, total), got {value:.0f} MB")
+    return value
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:

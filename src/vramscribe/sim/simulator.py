@@ -85,6 +85,13 @@ class Simulation:
         self.rejected.add(job_id)
         self.final += 1
 
+    def give_up(self, job_id: str, reason: str) -> None:
+        """The policy stops waiting for this job (memory others hold): it fails now."""
+        job = self.jobs[job_id]
+        self._dequeue(job)
+        fail(job, self.now, reason)
+        self.final += 1
+
     def instances(self) -> list[SimInstance]:
         return [i for g in self.gpus for i in g.instances]
 
