@@ -112,13 +112,13 @@ def test_a_job_bigger_than_the_limit_is_rejected_at_once() -> None:
 def test_a_reserve_is_subtracted_from_free_memory_like_the_margin() -> None:
     margin = Settings(safety_margin=0.1, max_loads_per_device=8)
     # 10 000 MB free, margin 1000, reserve 7000: 2000 left, one small job.
-    reserved = dev(reserve_bytes=7000 * MIB)
+    reserved = dev(reserve_mb=7000)
     assert started(plan(0, [small("a"), small("b")], [reserved], [], margin)) == ["a"]
     # The margin is on the physical memory, not on what the limit leaves.
     capped = dev(memory_limit_bytes=2400 * MIB)
     assert started(plan(0, [small("a"), small("b")], [capped], [], margin)) == ["a", "b"]
     # A reserve that leaves too little for a job rejects it.
-    big = dev(reserve_bytes=9500 * MIB)
+    big = dev(reserve_mb=9500)
     assert [r.job_id for r in plan(0, [small("a")], [big], [], NO_MARGIN).rejects] == ["a"]
 
 
