@@ -97,8 +97,12 @@ def test_a_real_worker_killed_halfway_resumes_and_the_transcript_matches(
     tmp_path: Path,
 ) -> None:
     """base on multilingual.mp3 (60 s, two 30 s windows): the worker is killed with
-    SIGKILL as soon as it reports its first segment, while it decodes the second
-    window; the retry decodes from the end of the last segment that arrived."""
+    SIGKILL as soon as it reports the last segment of its first window (the first
+    one ending past 25 s), while it decodes the second window; the retry decodes
+    from the end of the last segment that arrived. Killing at the window's end, not
+    at its first segment, keeps the joint in one place however busy the machine is
+    (a window's segments arrive together; a kill that lands among them would move
+    the joint into the window)."""
     settings = Settings(backoff_base_s=0.1)
     whole = Runner([CpuDevice(threads_per_instance=2)], settings, run_dir=tmp_path / "a")
     plain = _base_task(tmp_path, "plain")
@@ -110,12 +114,13 @@ def test_a_real_worker_killed_halfway_resumes_and_the_transcript_matches(
     seen = seen_segments(runner)
     task = _base_task(tmp_path, "killed")
 
-    def kill_after_first_segment(event: RunnerEvent) -> None:
-        if isinstance(event, SegmentTranscribed) and task.job.attempts == 1:
+    def kill_after_first_window(event: RunnerEvent) -> None:
+        first_window_done = isinstance(event, SegmentTranscribed) and event.end > 25.0
+        if first_window_done and task.job.attempts == 1:
             assert task.worker_pid is not None
             os.kill(task.worker_pid, signal.SIGKILL)
 
-    runner.listeners.insert(0, kill_after_first_segment)
+    runner.listeners.insert(0, kill_after_first_window)
     runner.add(task)
     runner.run()
     assert task.job.state is JobState.COMPLETED, task.job.error
