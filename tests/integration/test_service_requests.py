@@ -212,7 +212,7 @@ async def test_an_accepted_job_that_can_never_fit_fails_and_has_no_transcript(ap
     resp = await api.client.get(f"/v1/jobs/{job['id']}/transcript")
     assert resp.status_code == 409 and "is failed; no transcript yet" in resp.json()["detail"]
     cancelled = await api.client.delete(f"/v1/jobs/{job['id']}")
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "failed"
+    assert cancelled.status_code == 409 and "already failed" in cancelled.json()["detail"]
     listed = (await api.client.get("/v1/jobs", params={"status": "failed"})).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["total"] == 1
     async with api.client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:

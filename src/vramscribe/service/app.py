@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from vramscribe.service.contract import install_allow_handler
 from vramscribe.service.deps import require_token
 from vramscribe.service.limits import UploadLimit
 from vramscribe.service.metrics import Metrics
@@ -37,6 +38,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.include_router(health.public)
     for module in (health, jobs, transcripts, events, openai):
         app.include_router(module.router, dependencies=[Depends(require_token)])
+    install_allow_handler(app)
     return app
 
 

@@ -116,6 +116,12 @@ class Store:
             history = _histories(session, [job_id]).get(job_id, ()) if with_history else ()
             return from_columns(row, history)
 
+    def delete(self, job_id: str) -> bool:
+        """Erase a job and its history (a purge); whether it existed."""
+        with self._write() as session:
+            session.query(HistoryRow).filter(HistoryRow.job_id == job_id).delete()
+            return session.query(JobRow).filter(JobRow.id == job_id).delete() > 0
+
     def list(
         self, status: JobState | None = None, limit: int = 50, offset: int = 0
     ) -> builtins.list[JobRecord]:

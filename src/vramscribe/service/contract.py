@@ -1,0 +1,188 @@
+"""What the OpenAPI document promises, kept next to the code that keeps the promise.
+
+FastAPI documents typed parameters and response models on its own; this
+module adds what it cannot see: the error answers each operation can give
+(every one has a typed body, :class:`ErrorOut`), the two request bodies of
+``POST /v1/jobs`` (read by hand in ``intake.py``), the bearer token as a
+security scheme, and a 405 answer whose ``Allow`` header lists every method
+the path has (Starlette's lists only the first route it matched).
+
+The option fields are documented as tightly as :class:`JobRequest` checks
+them, so a request the document calls valid is not refused with 422; what no
+schema can say (that a file really is audio, that a model exists on this
+server) is answered 415 and 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from vramscribe.core.jobs import PRIORITY_NAMES
+from vramscribe.submit.request import COMPUTE_TYPES, OPTION_FIELDS
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a message, or FastAPI's list of invalid fields (422)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+MEANINGS = {
+    400: "Malformed request: invalid JSON, a bad path, or a model this server does not have",
+    401: "Missing or wrong bearer token",
+    403: "Server-side paths are disabled, or the path is outside the allowed folders",
+    404: "No such job or file",
+    409: "The job is not in a state that allows this",
+    413: "The upload is larger than the service accepts",
+    415: "Not a supported content type, or the file is not usable audio",
+    422: "A field is missing or out of range",
+    500: "The transcription failed",
+    503: "Not ready",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entries for ``codes`` (401 is added: every route is behind the token)."""
+    return {
+        code: {"model": ErrorOut, "description": MEANINGS[code]} for code in sorted({401, *codes})
+    }
+
+
+def text_body(*media_types: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A 200 answer that is text in one of ``media_types`` (``application/json``: ``json``)."""
+    content = {media: {"schema": {"type": "string"}} for media in media_types}
+    if json is not None:
+        content["application/json"] = {"schema": json}
+    return {"content": content, "description": "Successful Response"}
+
+
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event: its type, and its data as a JSON text.",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+}
+"""A server-sent event as the document describes a ``text/event-stream`` item."""
+
+_SEGMENT = {
+    "type": "object",
+    "required": ["start", "end", "text"],
+    "properties": {
+        "start": {"type": "number"},
+        "end": {"type": "number"},
+        "text": {"type": "string"},
+        "words": {"type": "array", "items": {"type": "object"}},
+    },
+}
+TRANSCRIPT_JSON: dict[str, Any] = {
+    "type": "object",
+    "description": "The json transcript file (``vramscribe.transcript`` schema).",
+    "required": ["language", "duration_s", "segments"],
+    "properties": {
+        "language": {"type": "string"},
+        "duration_s": {"type": "number"},
+        "model": {"type": "string"},
+        "text": {"type": "string"},
+        "segments": {"type": "array", "items": _SEGMENT},
+    },
+}
+
+
+MAX_OFFSET = 10**12
+"""Beyond any store's size, well inside a 64-bit integer (SQLite's limit)."""
+
+_PRIORITY = f"^(?:{'|'.join(PRIORITY_NAMES)}|100|[1-9]?[0-9])$"
+_FORM_OPTIONS: dict[str, dict[str, Any]] = {
+    "priority": {"type": "string", "pattern": _PRIORITY},
+    "beam_size": {"type": "string", "pattern": "^(?:[1-9]|1[0-9]|20)$"},
+    "batch_size": {"type": "string", "pattern": "^(?:auto|[0-9]|[1-5][0-9]|6[0-4])$"},
+    "compute_type": {"type": "string", "enum": list(COMPUTE_TYPES)},
+    "vad_filter": {"type": "string", "enum": ["true", "false"]},
+    "word_timestamps": {"type": "string", "enum": ["true", "false"]},
+}
+_JSON_OPTIONS: dict[str, dict[str, Any]] = {
+    "priority": {
+        "anyOf": [{"type": "integer", "minimum": 0, "maximum": 100}, _FORM_OPTIONS["priority"]]
+    },
+    "beam_size": {"type": "integer", "minimum": 1, "maximum": 20},
+    "batch_size": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 64}, {"enum": ["auto"]}]},
+    "compute_type": _FORM_OPTIONS["compute_type"],
+    "vad_filter": {"type": "boolean"},
+    "word_timestamps": {"type": "boolean"},
+}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def job_body_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The multipart and JSON schemas of one job's submission (options: see the module)."""
+    form: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
+    form |= {name: _FORM_OPTIONS.get(name, {"type": "string"}) for name in OPTION_FIELDS}
+    json_props: dict[str, Any] = {
+        "path": {"type": "string", "minLength": 1, "pattern": "^[^\\x00]+$"}
+    }
+    json_props |= {
+        name: _nullable(_JSON_OPTIONS.get(name, {"type": "string"})) for name in OPTION_FIELDS
+    }
+    multipart = {"type": "object", "required": ["file"], "properties": form}
+    by_path = {
+        "type": "object",
+        "required": ["path"],
+        "properties": json_props,
+        "additionalProperties": False,
+    }
+    return multipart, by_path
+
+
+def job_request_body() -> dict[str, Any]:
+    """``openapi_extra`` for ``POST /v1/jobs``: an upload, or a server-side path."""
+    multipart, by_path = job_body_schemas()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": multipart},
+                "application/json": {"schema": by_path},
+            },
+        }
+    }
+
+
+def openai_request_body() -> dict[str, Any]:
+    """``openapi_extra`` for OpenAI's endpoint: its multipart fields."""
+    fields = {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string"},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {
+            "type": "string",
+            "enum": ["json", "text", "srt", "verbose_json", "vtt"],
+        },
+    }
+    schema = {"type": "object", "required": ["file"], "properties": fields}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
+
+
+def install_allow_handler(app: FastAPI) -> None:
+    """Answer 405 with every method the path allows, as RFC 9110 asks."""
+
+    async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        methods: set[str] = set()
+        for route in app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "\0"})
+            if match is Match.PARTIAL:
+                methods |= set(getattr(route, "methods", None) or ())
+        detail = exc.detail if isinstance(exc, StarletteHTTPException) else "Method Not Allowed"
+        return JSONResponse({"detail": detail}, 405, headers={"Allow": ", ".join(sorted(methods))})
+
+    app.add_exception_handler(405, not_allowed)
