@@ -235,3 +235,37 @@ async def test_the_api_documents_every_endpoint(api: Api) -> None:
         "/v1/audio/transcriptions",
     }  # fmt: skip
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_a_huge_offset_is_refused_with_422_not_a_server_error(api: Api) -> None:
+    resp = await api.client.get("/v1/jobs", params={"offset": "1" * 25})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"] == ["query", "offset"]
+
+
+async def test_405_lists_every_method_of_the_path(api: Api) -> None:
+    resp = await api.client.patch("/v1/jobs/abc")
+    assert resp.status_code == 405 and resp.headers["allow"] == "DELETE, GET"
+    resp = await api.client.put("/v1/jobs")
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET, POST"
+
+
+async def test_purge_erases_a_finished_jobs_audio_outputs_and_record(
+    api: Api, tmp_path: Path
+) -> None:
+    wav = write_wav(tmp_path / "purge-me.wav", 2.0)
+    job = (await api.client.post("/v1/jobs", files={"file": (wav.name, wav.read_bytes())})).json()
+    uploads = set((api.data / "uploads").iterdir())
+    assert any(job["id"] not in p.name for p in uploads)
+    for _ in range(200):
+        job = (await api.client.get(f"/v1/jobs/{job['id']}")).json()
+        if job["status"] == "failed":
+            break
+        await asyncio.sleep(0.01)
+    (api.data / "transcripts" / f"{job['id']}.txt").write_text("left by a finished job")
+    purged = await api.client.delete(f"/v1/jobs/{job['id']}", params={"purge": "true"})
+    assert purged.status_code == 200 and purged.json()["id"] == job["id"], purged.text
+    assert (await api.client.get(f"/v1/jobs/{job['id']}")).status_code == 404
+    assert not (api.data / "transcripts" / f"{job['id']}.txt").exists()
+    assert len(set((api.data / "uploads").iterdir())) == len(uploads) - 1
+    assert (await api.client.delete(f"/v1/jobs/{job['id']}")).status_code == 404

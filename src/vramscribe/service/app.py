@@ -36,9 +36,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.metrics = Metrics(service)
     app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes)
     app.include_router(health.public)
-    for module in (health, jobs, transcripts, events, openai):
-        app.include_router(module.router, dependencies=[Depends(require_token)])
-    install_allow_handler(app)
+    routers = [module.router for module in (health, jobs, transcripts, events, openai)]
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(require_token)])
+    install_allow_handler(app, [health.public, *routers])
     return app
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from vramscribe.core.jobs import PRIORITY_NAMES
 from vramscribe.submit.request import COMPUTE_TYPES, OPTION_FIELDS
@@ -173,16 +173,15 @@ def openai_request_body() -> dict[str, Any]:
     }
 
 
-def install_allow_handler(app: FastAPI) -> None:
-    """Answer 405 with every method the path allows, as RFC 9110 asks."""
+def install_allow_handler(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Answer 405 with every method the path allows (``routers``: all the app includes)."""
+    routes = [(r.path_regex, r.methods) for router in routers for r in router.routes
+              if isinstance(r, APIRoute)]  # fmt: skip
 
     async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
-        methods: set[str] = set()
-        for route in app.router.routes:
-            match, _ = route.matches({**request.scope, "method": "\0"})
-            if match is Match.PARTIAL:
-                methods |= set(getattr(route, "methods", None) or ())
+        path = request.url.path
+        methods = sorted({m for regex, ms in routes if regex.match(path) for m in ms})
         detail = exc.detail if isinstance(exc, StarletteHTTPException) else "Method Not Allowed"
-        return JSONResponse({"detail": detail}, 405, headers={"Allow": ", ".join(sorted(methods))})
+        return JSONResponse({"detail": detail}, 405, headers={"Allow": ", ".join(methods)})
 
     app.add_exception_handler(405, not_allowed)
