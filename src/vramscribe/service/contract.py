@@ -175,7 +175,7 @@ def openai_request_body() -> dict[str, Any]:
 
 def install_allow_handler(app: FastAPI, routers: list[APIRouter]) -> None:
     """Answer 405 with every method the path allows (``routers``: all the app includes)."""
-    routes = [(r.path_regex, r.methods) for router in routers for r in router.routes
+    routes = [(r.path_regex, r.methods or set()) for router in routers for r in router.routes
               if isinstance(r, APIRoute)]  # fmt: skip
 
     async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
