@@ -26,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK = 0x7672_616D  # "vram"
 # Execution option marking the transactions that write (SQLite begins those IMMEDIATE).
 WRITES = "vramscribe_writes"
+# Execution option marking writes that need not reach the disk before they return
+# (SQLite syncs them with the next durable commit or checkpoint; see Store._write).
+LAZY_SYNC = "vramscribe_lazy_sync"
 
 
 def connect(url: str) -> Engine:
@@ -87,7 +90,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        writes = connection.get_execution_options().get(WRITES, False)
+        options = connection.get_execution_options()
+        writes = options.get(WRITES, False)
+        if writes:
+            sync = "NORMAL" if options.get(LAZY_SYNC, False) else "FULL"
+            connection.exec_driver_sql(f"PRAGMA synchronous = {sync}")
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 

@@ -28,6 +28,7 @@ from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
 from vramscribe.runtime.timeline import Timeline
 from vramscribe.settings import RunSettings
+from vramscribe.store.group import GroupCommit
 from vramscribe.store.records import JobRecord
 from vramscribe.store.store import Store
 from vramscribe.submit.build import build_job, choose_model
@@ -47,6 +48,8 @@ class Run:
         """A batch keeps unreadable inputs as failed jobs; the service refuses them."""
         self.timeline = Timeline(runner, runner.run_dir / "timeline.jsonl")
         self.persister = StorePersister(store)
+        self.adds = GroupCommit(store)
+        """New jobs from concurrent submissions share a transaction (see store/group.py)."""
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
         self.orphans_ended: list[int] = []
         self._stop = threading.Event()
@@ -79,7 +82,7 @@ class Run:
         new = build_job(
             request, model, cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s
         )
-        record = self.store.add(new.record)
+        record = self.adds.add(new.record)
         if failure is not None:
             self._on_runner_thread(lambda: self.runner.fail_now(new.task, failure))
         else:
