@@ -232,7 +232,7 @@ async def test_the_api_documents_every_endpoint(api: Api) -> None:
     assert paths == {
         "/healthz", "/readyz", "/metrics", "/v1/devices", "/v1/events", "/v1/jobs",
         "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/transcript",
-        "/v1/audio/transcriptions",
+        "/v1/audio/transcriptions", "/v1/batches",
     }  # fmt: skip
     assert (await api.client.get("/docs")).status_code == 200
 
@@ -269,3 +269,40 @@ async def test_purge_erases_a_finished_jobs_audio_outputs_and_record(
     assert not (api.data / "transcripts" / f"{job['id']}.txt").exists()
     assert len(set((api.data / "uploads").iterdir())) == len(uploads) - 1
     assert (await api.client.delete(f"/v1/jobs/{job['id']}")).status_code == 404
+
+
+async def test_a_batch_of_uploads_answers_per_file_and_a_bad_file_fails_alone(
+    api: Api, tmp_path: Path
+) -> None:
+    good = [write_wav(tmp_path / f"part{i}.wav", 1.0 + i) for i in range(3)]
+    files = [("file", (p.name, p.read_bytes())) for p in good[:2]]
+    files.insert(1, ("file", ("notes.wav", NOT_AUDIO)))
+    files.append(("file", (good[2].name, good[2].read_bytes())))
+    before = set((api.data / "uploads").iterdir())
+    resp = await api.client.post("/v1/batches", files=files, data={"priority": "high"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["accepted"], body["refused"]) == (3, 1)
+    statuses = [(r["input"], r["status"]) for r in body["results"]]
+    assert statuses == [("part0.wav", 201), ("notes.wav", 415), ("part1.wav", 201),
+                        ("part2.wav", 201)]  # fmt: skip
+    assert "not usable audio" in body["results"][1]["error"]
+    jobs = [r["job"] for r in body["results"] if r["status"] == 201]
+    assert [j["priority"] for j in jobs] == [75, 75, 75]
+    assert [j["audio_s"] for j in jobs] == [1.0, 2.0, 3.0]
+    for job in jobs:
+        assert (await api.client.get(f"/v1/jobs/{job['id']}")).status_code == 200
+    # The refused file's upload is gone; the accepted ones are kept.
+    assert len(set((api.data / "uploads").iterdir()) - before) == 3
+
+
+async def test_a_batch_of_paths_answers_per_path(api: Api) -> None:
+    resp = await api.client.post(
+        "/v1/batches", json={"paths": ["ok.wav", "missing.wav", "../secret.wav", "notes.wav"]}
+    )
+    assert resp.status_code == 200, resp.text
+    assert [r["status"] for r in resp.json()["results"]] == [201, 404, 400, 415]
+    assert resp.json()["results"][0]["job"]["input"] == "ok.wav"
+    assert (await api.client.post("/v1/batches", json={"paths": []})).status_code == 422
+    bad = await api.client.post("/v1/batches", json={"paths": ["ok.wav"], "beam_size": 99})
+    assert bad.status_code == 422 and "beam size must be 1-20" in bad.json()["detail"]

@@ -17,7 +17,7 @@ from vramscribe.service.contract import install_allow_handler
 from vramscribe.service.deps import require_token
 from vramscribe.service.limits import UploadLimit
 from vramscribe.service.metrics import Metrics
-from vramscribe.service.routes import events, health, jobs, openai, transcripts
+from vramscribe.service.routes import batches, events, health, jobs, openai, transcripts
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.settings import ServiceConfig
 
@@ -36,7 +36,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.metrics = Metrics(service)
     app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes)
     app.include_router(health.public)
-    routers = [module.router for module in (health, jobs, transcripts, events, openai)]
+    routers = [module.router for module in (health, jobs, transcripts, events, openai, batches)]
     for router in routers:
         app.include_router(router, dependencies=[Depends(require_token)])
     install_allow_handler(app, [health.public, *routers])

@@ -23,8 +23,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vramscribe.core.jobs import PRIORITY_NAMES
-from vramscribe.submit.request import COMPUTE_TYPES, OPTION_FIELDS
+from vramscribe.service.schemas import MAX_BATCH
+from vramscribe.submit.request import COMPUTE_TYPES, OPTION_FIELDS, TEXT_PATTERNS
 
 
 class ErrorOut(BaseModel):
@@ -96,24 +96,30 @@ TRANSCRIPT_JSON: dict[str, Any] = {
 MAX_OFFSET = 10**12
 """Beyond any store's size, well inside a 64-bit integer (SQLite's limit)."""
 
-_PRIORITY = f"^(?:{'|'.join(PRIORITY_NAMES)}|100|[1-9]?[0-9])$"
+
+def _text(name: str) -> dict[str, Any]:
+    """The strings ``name`` accepts; empty means the default."""
+    return {"type": "string", "pattern": f"^(?:{TEXT_PATTERNS[name]})?$"}
+
+
+_COMPUTE = {"type": "string", "enum": [*COMPUTE_TYPES, ""]}
+# Flags are read as form fields are: true, 1, "1", "true", "yes", "on" (any case) mean yes.
+_FLAG = {"type": ["boolean", "string", "number"]}
 _FORM_OPTIONS: dict[str, dict[str, Any]] = {
-    "priority": {"type": "string", "pattern": _PRIORITY},
-    "beam_size": {"type": "string", "pattern": "^(?:[1-9]|1[0-9]|20)$"},
-    "batch_size": {"type": "string", "pattern": "^(?:auto|[0-9]|[1-5][0-9]|6[0-4])$"},
-    "compute_type": {"type": "string", "enum": list(COMPUTE_TYPES)},
-    "vad_filter": {"type": "string", "enum": ["true", "false"]},
-    "word_timestamps": {"type": "string", "enum": ["true", "false"]},
+    "priority": _text("priority"),
+    "beam_size": _text("beam_size"),
+    "batch_size": _text("batch_size"),
+    "compute_type": _COMPUTE,
 }
 _JSON_OPTIONS: dict[str, dict[str, Any]] = {
-    "priority": {
-        "anyOf": [{"type": "integer", "minimum": 0, "maximum": 100}, _FORM_OPTIONS["priority"]]
+    "priority": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 100}, _text("priority")]},
+    "beam_size": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 20}, _text("beam_size")]},
+    "batch_size": {
+        "anyOf": [{"type": "integer", "minimum": 0, "maximum": 64}, _text("batch_size")]
     },
-    "beam_size": {"type": "integer", "minimum": 1, "maximum": 20},
-    "batch_size": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 64}, {"enum": ["auto"]}]},
-    "compute_type": _FORM_OPTIONS["compute_type"],
-    "vad_filter": {"type": "boolean"},
-    "word_timestamps": {"type": "boolean"},
+    "compute_type": _COMPUTE,
+    "vad_filter": _FLAG,
+    "word_timestamps": _FLAG,
 }
 
 
@@ -150,6 +156,26 @@ def job_request_body() -> dict[str, Any]:
             "content": {
                 "multipart/form-data": {"schema": multipart},
                 "application/json": {"schema": by_path},
+            },
+        }
+    }
+
+
+def batch_request_body() -> dict[str, Any]:
+    """``openapi_extra`` for ``POST /v1/batches``: the same fields, with several files or paths."""
+    multipart, by_path = job_body_schemas()
+    files = {"type": "array", "items": multipart["properties"]["file"], "minItems": 1}
+    paths = {"type": "array", "items": by_path["properties"]["path"], "minItems": 1}
+    form = {**multipart, "properties": {**multipart["properties"], "file": files}}
+    props = {k: v for k, v in by_path["properties"].items() if k != "path"}
+    json_body = {**by_path, "required": ["paths"], "properties": {"paths": paths, **props}}
+    paths["maxItems"] = files["maxItems"] = MAX_BATCH
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": form},
+                "application/json": {"schema": json_body},
             },
         }
     }

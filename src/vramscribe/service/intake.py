@@ -65,6 +65,11 @@ async def save_upload(form: FormData, uploads: Path) -> tuple[Path, str]:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise HTTPException(422, "multipart field 'file' with the audio is required")
+    return await save_file(upload, uploads)
+
+
+async def save_file(upload: UploadFile, uploads: Path) -> tuple[Path, str]:
+    """Save one uploaded file under ``uploads``; returns where, and the client's name for it."""
     suffix = Path(upload.filename or "").suffix.lower()
     suffix = suffix if _SUFFIX.fullmatch(suffix) else ".bin"
     target = uploads / f"{uuid.uuid4().hex}{suffix}"
@@ -98,24 +103,30 @@ def submit_file(
     filename: str | None = None,
 ) -> JobRecord:
     """Check the options, then submit the job; runs in a thread (it probes the audio)."""
-    job_id = new_job_id()
-    config = service.config
     try:
-        request = JobRequest.parse(
-            fields,
-            input=source,
-            model=config.model,
-            engine=config.engine,
-            fake=config.fake_config,
-            outputs=tuple((fmt, service.transcripts / f"{job_id}.{fmt}") for fmt in FORMATS),
-            filename=filename,
-            job_id=job_id,
-        )
-        return service.run.submit(request)
+        return service.run.submit(job_request(service, source, fields, filename))
     except VramscribeError as exc:
         if not keep_source:
             source.unlink(missing_ok=True)
         raise refusal(exc) from None
+
+
+def job_request(
+    service: SchedulerService, source: Path, fields: Mapping[str, object], filename: str | None
+) -> JobRequest:
+    """The request for one file with the service's defaults; InvalidRequest names a bad field."""
+    job_id = new_job_id()
+    config = service.config
+    return JobRequest.parse(
+        fields,
+        input=source,
+        model=config.model,
+        engine=config.engine,
+        fake=config.fake_config,
+        outputs=tuple((fmt, service.transcripts / f"{job_id}.{fmt}") for fmt in FORMATS),
+        filename=filename,
+        job_id=job_id,
+    )
 
 
 def refusal(exc: VramscribeError) -> Exception:

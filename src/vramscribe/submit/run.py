@@ -20,7 +20,7 @@ from vramscribe.audio import probe_duration
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
-from vramscribe.errors import BadInput, InputNotFound
+from vramscribe.errors import BadInput, InputNotFound, VramscribeError
 from vramscribe.paths import new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
@@ -31,7 +31,7 @@ from vramscribe.settings import RunSettings
 from vramscribe.store.group import GroupCommit
 from vramscribe.store.records import JobRecord
 from vramscribe.store.store import Store
-from vramscribe.submit.build import build_job, choose_model
+from vramscribe.submit.build import NewJob, build_job, choose_model
 from vramscribe.submit.request import JobRequest
 
 
@@ -70,8 +70,41 @@ class Run:
         raises too, unless this run records bad input: then the job is stored
         and failed at once, so a batch's summary names it.
         """
-        model = choose_model(request.model, request.engine)
         now = self.runner.clock() if submitted_at is None else submitted_at
+        new, failure = self._build(request, now)
+        record = self.adds.add(new.record)
+        self._queue(new, failure)
+        return record
+
+    def submit_many(self, requests: list[JobRequest]) -> list[JobRecord | Exception]:
+        """:meth:`submit` for each request, stored in one transaction; each one's record or error.
+
+        A request refused (unknown model, unreadable audio, a taken id) fails
+        alone: the others are stored and queued.
+        """
+        now = self.runner.clock()
+        built: list[tuple[NewJob, str | None] | Exception] = []
+        for request in requests:
+            try:
+                built.append(self._build(request, now))
+            except VramscribeError as exc:
+                built.append(exc)
+        new = [b for b in built if not isinstance(b, Exception)]
+        stored = iter(self.adds.add_each([job.record for job, _ in new]))
+        out: list[JobRecord | Exception] = []
+        for item in built:
+            if isinstance(item, Exception):
+                out.append(item)
+                continue
+            record = next(stored)
+            if not isinstance(record, Exception):
+                self._queue(*item)
+            out.append(record)
+        return out
+
+    def _build(self, request: JobRequest, now: float) -> tuple[NewJob, str | None]:
+        """The job for ``request`` and, if its audio is unreadable and recorded, why."""
+        model = choose_model(request.model, request.engine)
         failure: str | None = None
         try:
             audio_s = probe_duration(request.input)
@@ -82,12 +115,13 @@ class Run:
         new = build_job(
             request, model, cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s
         )
-        record = self.adds.add(new.record)
+        return new, failure
+
+    def _queue(self, new: NewJob, failure: str | None) -> None:
         if failure is not None:
             self._on_runner_thread(lambda: self.runner.fail_now(new.task, failure))
         else:
             self._on_runner_thread(lambda: self.runner.add(new.task))
-        return record
 
     def resume(self, record: JobRecord, engine: EngineOptions | None = None) -> Task:
         """Queue a stored pending job again, its history carried over (``engine``: new options)."""

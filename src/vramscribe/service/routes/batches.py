@@ -1,0 +1,141 @@
+"""Batch submission: many files or paths in one request, one result per file.
+
+A client that submits a folder sends it at once instead of waiting on one
+request per file: the files are checked and probed in one worker thread and
+their jobs stored in one transaction. Each file is answered on its own, with
+the status a single submission would have had; a bad file fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from vramscribe.errors import InvalidRequest, VramscribeError
+from vramscribe.service.contract import batch_request_body, errors
+from vramscribe.service.deps import Service
+from vramscribe.service.intake import job_request, refusal, save_file
+from vramscribe.service.paths import resolve_allowed
+from vramscribe.service.scheduler import SchedulerService
+from vramscribe.service.schemas import MAX_BATCH, BatchItemOut, BatchOut, JobsByPath
+from vramscribe.service.views import job_view
+from vramscribe.submit.request import OPTION_FIELDS, JobRequest
+
+router = APIRouter(tags=["jobs"])
+
+Item = tuple[str, Path | HTTPException, bool]
+"""A file as sent (its name), where it is (or why it cannot be used), whether it is ours."""
+
+
+@router.post(
+    "/v1/batches",
+    response_model=BatchOut,
+    response_model_exclude_none=True,
+    responses=errors(400, 413, 415, 422),
+    openapi_extra=batch_request_body(),
+)
+async def create_batch(request: Request, service: Service) -> BatchOut:
+    """Submit several files (multipart, repeated field ``file``) or paths (JSON ``paths``)."""
+    ctype = request.headers.get("content-type", "")
+    fields: Mapping[str, object]
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        try:
+            uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+            if not uploads or len(uploads) > MAX_BATCH:
+                raise HTTPException(422, f"send 1 to {MAX_BATCH} files in the field 'file'")
+            items: list[Item] = []
+            for upload in uploads:
+                source, name = await save_file(upload, service.uploads)
+                items.append((name, source, True))
+            fields = {k: v for k, v in form.items() if k in OPTION_FIELDS and isinstance(v, str)}
+        finally:
+            await form.close()
+    elif ctype.startswith("application/json"):
+        body = _read_paths(await request.body())
+        items = [(raw, _resolve(raw, service), False) for raw in body.paths]
+        fields = body.options()
+    else:
+        raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'paths'")
+    _check_options(service, fields, items)
+    results = await asyncio.to_thread(submit_items, service, items, fields)
+    accepted = sum(r.status == 201 for r in results)
+    return BatchOut(accepted=accepted, refused=len(results) - accepted, results=results)
+
+
+def submit_items(
+    service: SchedulerService, items: list[Item], fields: Mapping[str, object]
+) -> list[BatchItemOut]:
+    """Check every file's request, then submit the good ones together (in a worker thread)."""
+    answers: list[BatchItemOut | None] = []
+    requests: list[JobRequest] = []
+    for name, where, _ in items:
+        if isinstance(where, HTTPException):
+            answers.append(BatchItemOut(input=name, status=where.status_code, error=where.detail))
+            continue
+        try:
+            requests.append(job_request(service, where, fields, name))
+            answers.append(None)
+        except VramscribeError as exc:
+            answers.append(_refused(name, exc))
+    outcomes = iter(service.run.submit_many(requests))
+    results = []
+    for (name, where, ours), answer in zip(items, answers, strict=True):
+        if answer is None:
+            outcome = next(outcomes)
+            if isinstance(outcome, Exception):
+                answer = _refused(name, outcome)
+            else:
+                answer = BatchItemOut(input=name, status=201, job=job_view(outcome, None))
+        if answer.status != 201 and ours and isinstance(where, Path):
+            where.unlink(missing_ok=True)
+        results.append(answer)
+    return results
+
+
+def _check_options(
+    service: SchedulerService, fields: Mapping[str, object], items: list[Item]
+) -> None:
+    """The options are the whole request's: a bad one refuses it all (422), uploads deleted."""
+    try:
+        job_request(service, Path("options"), fields, None)
+    except InvalidRequest as exc:
+        for _, where, ours in items:
+            if ours and isinstance(where, Path):
+                where.unlink(missing_ok=True)
+        raise HTTPException(422, str(exc)) from None
+
+
+def _refused(name: str, exc: Exception) -> BatchItemOut:
+    answer = refusal(exc) if isinstance(exc, VramscribeError) else exc
+    if isinstance(answer, HTTPException):
+        return BatchItemOut(input=name, status=answer.status_code, error=str(answer.detail))
+    return BatchItemOut(input=name, status=500, error=str(exc))
+
+
+def _resolve(raw: str, service: SchedulerService) -> Path | HTTPException:
+    try:
+        return resolve_allowed(raw, service.config.allowed_roots)
+    except HTTPException as exc:
+        return exc
+
+
+def _read_paths(raw: bytes) -> JobsByPath:
+    """The JSON body; 400 if it is not JSON, 422 if its shape (or a path's) is wrong."""
+    try:
+        body = JobsByPath.model_validate(json.loads(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"invalid JSON: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise HTTPException(422, f"{where}: {first['msg']}") from None
+    if any(not path or "\0" in path for path in body.paths):
+        raise HTTPException(422, "paths: every path must be a non-empty string without NUL")
+    return body
