@@ -27,13 +27,13 @@ from tests.acceptance.conftest import TOKEN, Service, start_service
 from vramscribe.devices.shared_fake import SharedFakeDevice
 
 AUDIO = Path(__file__).parents[1] / "data" / "audio"
-SEED = 20261130
-MAX_EXAMPLES = 40
+SEED = 7
+MAX_EXAMPLES = 100
 
 CONFIG = r"""
 [[operations]]
 include-method = "POST"
-include-path-regex = "^/v1/(jobs|audio/transcriptions)$"
+include-path-regex = "^/v1/(jobs|batches|audio/transcriptions)$"
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "3xx", "401", "403", "404", "409", "429", "5xx", "400", "415",
 ]

@@ -306,3 +306,14 @@ async def test_a_batch_of_paths_answers_per_path(api: Api) -> None:
     assert (await api.client.post("/v1/batches", json={"paths": []})).status_code == 422
     bad = await api.client.post("/v1/batches", json={"paths": ["ok.wav"], "beam_size": 99})
     assert bad.status_code == 422 and "beam size must be 1-20" in bad.json()["detail"]
+
+
+async def test_a_batch_where_every_file_is_refused_fails_with_their_reason(api: Api) -> None:
+    files = [("file", ("a.wav", NOT_AUDIO)), ("file", ("b.wav", NOT_AUDIO))]
+    resp = await api.client.post("/v1/batches", files=files)
+    assert resp.status_code == 415 and resp.json()["refused"] == 2, resp.text
+    mixed = await api.client.post("/v1/batches", json={"paths": ["missing.wav", "notes.wav"]})
+    assert mixed.status_code == 400
+    assert [r["status"] for r in mixed.json()["results"]] == [404, 415]
+    twice = await api.client.post("/v1/batches", files=files, data={"priority": ["high", "low"]})
+    assert twice.status_code == 422 and "priority: give it once" in twice.json()["detail"]

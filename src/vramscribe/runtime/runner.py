@@ -133,6 +133,8 @@ class Runner:
         self.loads_avoided = 0
         self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
+        self.admitting = True
+        """False while a service drains: running jobs finish, nothing new starts."""
         run_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -379,7 +381,7 @@ class Runner:
             self._released(self.releasing.pop(inst.pid), now)
         for inst in seen.rekill:
             self.releasing[inst.pid].handle.kill()
-        if not len(self.queue) and not self.idle:
+        if (not len(self.queue) and not self.idle) or not self.admitting:
             return
         decisions = plan(now, self.queue, seen.snapshots, seen.views, self.settings, self.book)
         self.last_plan = decisions

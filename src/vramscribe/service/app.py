@@ -50,4 +50,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        # Uvicorn has stopped accepting connections (SIGTERM): let running jobs finish.
+        await asyncio.to_thread(service.drain, service.config.drain_timeout_s)
         await asyncio.to_thread(service.stop)

@@ -43,7 +43,7 @@ MEANINGS = {
     415: "Not a supported content type, or the file is not usable audio",
     422: "A field is missing or out of range",
     500: "The transcription failed",
-    503: "Not ready",
+    503: "Not ready, or shutting down (not admitting work)",
 }
 
 

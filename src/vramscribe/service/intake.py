@@ -42,6 +42,7 @@ _COPY_CHUNK = 1024 * 1024
 
 async def submit_request(request: Request, service: SchedulerService) -> JobRecord:
     """``POST /v1/jobs``: multipart with a ``file``, or JSON naming a ``path``."""
+    refuse_while_draining(service)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
@@ -58,6 +59,11 @@ async def submit_request(request: Request, service: SchedulerService) -> JobReco
             submit_file, service, source, body.options(), keep_source=True
         )
     raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'path'")
+
+
+def refuse_while_draining(service: SchedulerService) -> None:
+    if service.draining:
+        raise HTTPException(503, "the service is shutting down; submit again after its restart")
 
 
 async def save_upload(form: FormData, uploads: Path) -> tuple[Path, str]:

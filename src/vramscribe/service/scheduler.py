@@ -42,6 +42,8 @@ class SchedulerService:
         self._final: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.recovered: list[str] = []
+        self.draining = False
+        """Set on SIGTERM: new submissions are refused while running jobs finish."""
 
     @property
     def store(self) -> Store:
@@ -65,6 +67,21 @@ class SchedulerService:
     @property
     def alive(self) -> bool:
         return self.run.alive
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop admitting work and wait, up to ``timeout_s``, for running jobs to finish.
+
+        Pending jobs stay pending in the store, for the next start; whether
+        everything that was running finished in time is returned.
+        """
+        self.draining = True
+        self.runner.call_soon(lambda: setattr(self.runner, "admitting", False))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive:
+            if not self.runner.workers:
+                return True
+            time.sleep(0.1)
+        return not self.runner.workers
 
     # -- called from request handlers ---------------------------------------------
     def cancel(self, job_id: str, timeout: float = 10.0) -> None:

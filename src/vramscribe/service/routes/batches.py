@@ -12,15 +12,17 @@ import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from vramscribe.errors import InvalidRequest, VramscribeError
-from vramscribe.service.contract import batch_request_body, errors
+from vramscribe.service.contract import MEANINGS, ErrorOut, batch_request_body, errors
 from vramscribe.service.deps import Service
-from vramscribe.service.intake import job_request, refusal, save_file
+from vramscribe.service.intake import job_request, refusal, refuse_while_draining, save_file
 from vramscribe.service.paths import resolve_allowed
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.service.schemas import MAX_BATCH, BatchItemOut, BatchOut, JobsByPath
@@ -28,6 +30,14 @@ from vramscribe.service.views import job_view
 from vramscribe.submit.request import OPTION_FIELDS, JobRequest
 
 router = APIRouter(tags=["jobs"])
+
+_ALL_REFUSED: dict[int | str, dict[str, Any]] = {
+    code: {
+        "model": ErrorOut | BatchOut,
+        "description": f"{MEANINGS[code]} (for every file: the per-file results)",
+    }
+    for code in (400, 403, 404, 415, 422)
+}
 
 Item = tuple[str, Path | HTTPException, bool]
 """A file as sent (its name), where it is (or why it cannot be used), whether it is ours."""
@@ -37,11 +47,16 @@ Item = tuple[str, Path | HTTPException, bool]
     "/v1/batches",
     response_model=BatchOut,
     response_model_exclude_none=True,
-    responses=errors(400, 413, 415, 422),
+    responses={**errors(413, 503), **_ALL_REFUSED},
     openapi_extra=batch_request_body(),
 )
-async def create_batch(request: Request, service: Service) -> BatchOut:
-    """Submit several files (multipart, repeated field ``file``) or paths (JSON ``paths``)."""
+async def create_batch(request: Request, service: Service) -> BatchOut | JSONResponse:
+    """Submit several files (multipart, repeated field ``file``) or paths (JSON ``paths``).
+
+    200 when at least one file made a job; when none did, the status their
+    refusals share (400 if they differ), with the same per-file body.
+    """
+    refuse_while_draining(service)
     ctype = request.headers.get("content-type", "")
     fields: Mapping[str, object]
     if ctype.startswith("multipart/form-data"):
@@ -54,7 +69,7 @@ async def create_batch(request: Request, service: Service) -> BatchOut:
             for upload in uploads:
                 source, name = await save_file(upload, service.uploads)
                 items.append((name, source, True))
-            fields = {k: v for k, v in form.items() if k in OPTION_FIELDS and isinstance(v, str)}
+            fields = _form_options(form)
         finally:
             await form.close()
     elif ctype.startswith("application/json"):
@@ -66,7 +81,13 @@ async def create_batch(request: Request, service: Service) -> BatchOut:
     _check_options(service, fields, items)
     results = await asyncio.to_thread(submit_items, service, items, fields)
     accepted = sum(r.status == 201 for r in results)
-    return BatchOut(accepted=accepted, refused=len(results) - accepted, results=results)
+    out = BatchOut(accepted=accepted, refused=len(results) - accepted, results=results)
+    if accepted:
+        return out
+    # Nothing was accepted: the request as a whole failed, for the reason its files share.
+    shared = {r.status for r in results}
+    status = shared.pop() if len(shared) == 1 else 400
+    return JSONResponse(out.model_dump(mode="json", exclude_none=True), status)
 
 
 def submit_items(
@@ -97,6 +118,18 @@ def submit_items(
             where.unlink(missing_ok=True)
         results.append(answer)
     return results
+
+
+def _form_options(form: FormData) -> dict[str, str]:
+    """The options of a multipart batch; each may be given once (422 otherwise)."""
+    fields: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if key not in OPTION_FIELDS:
+            continue
+        if key in fields or not isinstance(value, str):
+            raise HTTPException(422, f"{key}: give it once, as text")
+        fields[key] = value
+    return fields
 
 
 def _check_options(

@@ -22,7 +22,7 @@ router = APIRouter(tags=["jobs"])
     status_code=201,
     response_model=JobOut,
     response_model_exclude_unset=True,
-    responses=errors(400, 403, 404, 413, 415, 422),
+    responses=errors(400, 403, 404, 413, 415, 422, 503),
     openapi_extra=job_request_body(),
 )
 async def create_job(request: Request, service: Service) -> JobOut:
