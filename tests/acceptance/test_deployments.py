@@ -84,3 +84,30 @@ def test_sigterm_stops_after_the_drain_timeout_as_before(
     with Store(f"sqlite:///{service.data_dir / 'vramscribe.db'}") as store:
         left = store.get(job)
     assert left is not None and left.status.value == "processing"  # recovered on next start
+
+
+def test_retention_erases_finished_jobs_with_their_audio_and_transcripts(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    # 0.0001 days is about 9 s: long enough to see the job, short enough to wait for.
+    service, root = _service(tmp_path, "--retain-days", "0.0001")
+    services.append(service)
+    with service.client() as c, (root / "clip.flac").open("rb") as f:
+        job = c.post("/v1/jobs", files={"file": ("talk.flac", f)}).json()["id"]
+        _wait(c, job, "completed")
+        uploads = list((service.data_dir / "uploads").iterdir())
+        transcripts = list((service.data_dir / "transcripts").glob(f"{job}.*"))
+        assert len(uploads) == 1 and len(transcripts) >= 4
+        assert c.get(f"/v1/jobs/{job}/transcript").status_code == 200
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/jobs/{job}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert not any(p.exists() for p in uploads + transcripts)
+        # Audio named by path belongs to its owner: never erased.
+        by_path = c.post("/v1/jobs", json={"path": "clip.flac"}).json()["id"]
+        _wait(c, by_path, "completed")
+        while c.get(f"/v1/jobs/{by_path}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert (root / "clip.flac").is_file()

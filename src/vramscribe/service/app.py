@@ -17,6 +17,7 @@ from vramscribe.service.contract import install_allow_handler
 from vramscribe.service.deps import require_token
 from vramscribe.service.limits import UploadLimit
 from vramscribe.service.metrics import Metrics
+from vramscribe.service.retention import Sweeper
 from vramscribe.service.routes import batches, events, health, jobs, openai, transcripts
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.settings import ServiceConfig
@@ -47,9 +48,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: SchedulerService = app.state.service
     service.start()
+    days = service.config.retain_days
+    sweeper = Sweeper(service, days * 86400) if days else None
+    if sweeper is not None:
+        sweeper.start()
     try:
         yield
     finally:
+        if sweeper is not None:
+            sweeper.stop()
         # Uvicorn has stopped accepting connections (SIGTERM): let running jobs finish.
         await asyncio.to_thread(service.drain, service.config.drain_timeout_s)
         await asyncio.to_thread(service.stop)

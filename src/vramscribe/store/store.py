@@ -142,6 +142,14 @@ class Store:
             session.query(HistoryRow).filter(HistoryRow.job_id == job_id).delete()
             return session.query(JobRow).filter(JobRow.id == job_id).delete() > 0
 
+    def finished_before(self, cutoff: float, limit: int = 500) -> builtins.list[JobRecord]:
+        """Finished jobs that ended before ``cutoff``, oldest first (what retention erases)."""
+        final = [s.value for s in JobState if s.is_final]
+        query = select(JobRow).where(JobRow.status.in_(final), JobRow.finished_at < cutoff)
+        with self._read() as session:
+            rows = session.scalars(query.order_by(JobRow.finished_at).limit(limit)).all()
+            return [from_columns(row) for row in rows]
+
     def list(
         self, status: JobState | None = None, limit: int = 50, offset: int = 0
     ) -> builtins.list[JobRecord]:
