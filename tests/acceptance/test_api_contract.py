@@ -27,7 +27,7 @@ from tests.acceptance.conftest import TOKEN, Service, start_service
 from vramscribe.devices.shared_fake import SharedFakeDevice
 
 AUDIO = Path(__file__).parents[1] / "data" / "audio"
-SEED = 7
+SEED = 20261130
 MAX_EXAMPLES = 100
 
 CONFIG = r"""

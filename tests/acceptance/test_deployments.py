@@ -7,17 +7,23 @@ shared fake GPU, and talks to it over loopback.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
+import json
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from tests.acceptance.conftest import Service, start_service
+from tests.acceptance.conftest import TOKEN, Service, start_service
 from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.store import Store
+from vramscribe.store.callbacks import Callbacks
 
 AUDIO = Path(__file__).parents[1] / "data" / "audio"
 
@@ -111,3 +117,55 @@ def test_retention_erases_finished_jobs_with_their_audio_and_transcripts(
             assert time.monotonic() < deadline
             time.sleep(0.2)
     assert (root / "clip.flac").is_file()
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver that fails its first two deliveries, as a flaky one would."""
+
+    seen: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((dict(self.headers.items()), body))
+        self.send_response(500 if len(self.seen) <= 2 else 204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_completion_webhook_is_retried_and_signed_with_the_token(
+    tmp_path: Path, services: list[Service]
+) -> None:
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hooks/vramscribe?src=test"
+    try:
+        service, _ = _service(tmp_path)
+        services.append(service)
+        with service.client() as c:
+            bad = c.post("/v1/jobs", json={"path": "clip.flac", "callback_url": "ftp://x"})
+            assert bad.status_code == 422 and "callback_url" in bad.text
+            job = c.post("/v1/jobs", json={"path": "clip.flac", "callback_url": url}).json()
+            done = _wait(c, job["id"], "completed")
+            deadline = time.monotonic() + 60
+            while len(_Receiver.seen) < 3:
+                assert time.monotonic() < deadline, _Receiver.seen
+                time.sleep(0.1)
+    finally:
+        receiver.shutdown()
+    time.sleep(0.5)
+    assert len(_Receiver.seen) == 3  # two failures, one success, nothing after
+    for headers, body in _Receiver.seen:
+        payload = json.loads(body)
+        assert payload["event"] == "job.finished"
+        assert payload["job"]["id"] == job["id"] and payload["job"]["status"] == "completed"
+        assert payload["job"]["history"] == done["history"]
+        stamp = headers["X-Vramscribe-Timestamp"]
+        mac = hmac.new(TOKEN.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+        assert headers["X-Vramscribe-Signature"] == f"sha256={mac.hexdigest()}"
+        forged = hmac.new(b"not the token", stamp.encode() + b"." + body, hashlib.sha256)
+        assert headers["X-Vramscribe-Signature"] != f"sha256={forged.hexdigest()}"
+    with Store(f"sqlite:///{service.data_dir / 'vramscribe.db'}") as store:
+        kept = Callbacks(store).get(job["id"])
+    assert kept is not None and kept.attempts == 3 and kept.delivered_at is not None

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vramscribe.service.schemas import MAX_BATCH
+from vramscribe.service.webhooks import MAX_URL, URL_TEXT
 from vramscribe.submit.request import COMPUTE_TYPES, OPTION_FIELDS, TEXT_PATTERNS
 
 
@@ -137,6 +138,9 @@ def job_body_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     json_props |= {
         name: _nullable(_JSON_OPTIONS.get(name, {"type": "string"})) for name in OPTION_FIELDS
     }
+    callback = {"type": "string", "maxLength": MAX_URL, "pattern": f"^(?:{URL_TEXT})?$"}
+    form["callback_url"] = callback
+    json_props["callback_url"] = _nullable(callback)
     multipart = {"type": "object", "required": ["file"], "properties": form}
     by_path = {
         "type": "object",

@@ -33,6 +33,7 @@ from vramscribe.outputs import FORMATS
 from vramscribe.service.paths import resolve_allowed
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.service.schemas import JobByPath
+from vramscribe.service.webhooks import valid_url
 from vramscribe.store.records import JobRecord
 from vramscribe.submit.request import OPTION_FIELDS, JobRequest, new_job_id
 
@@ -47,18 +48,33 @@ async def submit_request(request: Request, service: SchedulerService) -> JobReco
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
         try:
+            callback = callback_url(form.get("callback_url"))
             source, filename = await save_upload(form, service.uploads)
             fields = {k: v for k, v in form.items() if k in OPTION_FIELDS and isinstance(v, str)}
         finally:
             await form.close()
-        return await asyncio.to_thread(submit_file, service, source, fields, filename=filename)
-    if ctype.startswith("application/json"):
+        rec = await asyncio.to_thread(submit_file, service, source, fields, filename=filename)
+    elif ctype.startswith("application/json"):
         body = read_job_by_path(await request.body())
+        callback = callback_url(body.callback_url)
         source = resolve_allowed(body.path, service.config.allowed_roots)
-        return await asyncio.to_thread(
+        rec = await asyncio.to_thread(
             submit_file, service, source, body.options(), keep_source=True
         )
-    raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'path'")
+    else:
+        raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'path'")
+    if callback:
+        await asyncio.to_thread(service.webhooks.register, rec, callback)
+    return rec
+
+
+def callback_url(value: object) -> str | None:
+    """A job's ``callback_url``: None when not given, 422 unless an http(s) URL."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not valid_url(value):
+        raise HTTPException(422, f"callback_url must be an http or https URL, got {value!r}")
+    return value
 
 
 def refuse_while_draining(service: SchedulerService) -> None:

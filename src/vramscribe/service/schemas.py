@@ -31,6 +31,8 @@ class JobByPath(BaseModel):
     hotwords: Loose = None
     compute_type: Loose = None
     batch_size: Loose = None
+    callback_url: str | None = None
+    """Where the job's end is posted (see ``service/webhooks.py``)."""
 
     def options(self) -> dict[str, Loose]:
         return {name: getattr(self, name) for name in OPTION_FIELDS}
@@ -154,6 +156,8 @@ class JobsByPath(BaseModel):
     hotwords: Loose = None
     compute_type: Loose = None
     batch_size: Loose = None
+    callback_url: str | None = None
+    """Where the job's end is posted (see ``service/webhooks.py``)."""
 
     def options(self) -> dict[str, Loose]:
         return {name: getattr(self, name) for name in OPTION_FIELDS}

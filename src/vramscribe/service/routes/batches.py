@@ -22,7 +22,13 @@ from starlette.datastructures import FormData, UploadFile
 from vramscribe.errors import InvalidRequest, VramscribeError
 from vramscribe.service.contract import MEANINGS, ErrorOut, batch_request_body, errors
 from vramscribe.service.deps import Service
-from vramscribe.service.intake import job_request, refusal, refuse_while_draining, save_file
+from vramscribe.service.intake import (
+    callback_url,
+    job_request,
+    refusal,
+    refuse_while_draining,
+    save_file,
+)
 from vramscribe.service.paths import resolve_allowed
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.service.schemas import MAX_BATCH, BatchItemOut, BatchOut, JobsByPath
@@ -70,16 +76,24 @@ async def create_batch(request: Request, service: Service) -> BatchOut | JSONRes
                 source, name = await save_file(upload, service.uploads)
                 items.append((name, source, True))
             fields = _form_options(form)
+            callback = callback_url(form.get("callback_url"))
         finally:
             await form.close()
     elif ctype.startswith("application/json"):
         body = _read_paths(await request.body())
         items = [(raw, _resolve(raw, service), False) for raw in body.paths]
         fields = body.options()
+        callback = callback_url(body.callback_url)
     else:
         raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'paths'")
     _check_options(service, fields, items)
     results = await asyncio.to_thread(submit_items, service, items, fields)
+    if callback:
+        for result in results:
+            if result.job is not None:
+                rec = service.store.get(result.job.id, with_history=False)
+                if rec is not None:
+                    await asyncio.to_thread(service.webhooks.register, rec, callback)
     accepted = sum(r.status == 201 for r in results)
     out = BatchOut(accepted=accepted, refused=len(results) - accepted, results=results)
     if accepted:
