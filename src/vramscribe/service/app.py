@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from vramscribe.service.contract import install_allow_handler
+from vramscribe.service.contract import install_allow_handler, install_openapi
 from vramscribe.service.deps import require_token
 from vramscribe.service.limits import UploadLimit
 from vramscribe.service.metrics import Metrics
@@ -41,6 +41,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     for router in routers:
         app.include_router(router, dependencies=[Depends(require_token)])
     install_allow_handler(app, [health.public, *routers])
+    install_openapi(app, health.public)
     return app
 
 

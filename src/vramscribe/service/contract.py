@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -215,3 +216,41 @@ def install_allow_handler(app: FastAPI, routers: list[APIRouter]) -> None:
         return JSONResponse({"detail": detail}, 405, headers={"Allow": ", ".join(methods)})
 
     app.add_exception_handler(405, not_allowed)
+
+
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "The service's `--token`."},
+    "token": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The token, for clients that cannot send headers (event streams).",
+    },
+}
+
+
+def install_openapi(app: FastAPI, public: APIRouter) -> None:
+    """The document FastAPI builds, with the token's two schemes on every protected operation.
+
+    Declared here rather than as dependencies of each route, which would run
+    on every request only to be documented.
+    """
+    open_paths = {r.path for r in public.routes if isinstance(r, APIRoute)}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in schema["paths"].items():
+                if path not in open_paths:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}, {"token": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

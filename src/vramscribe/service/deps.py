@@ -6,7 +6,6 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.store.records import JobRecord
@@ -21,22 +20,11 @@ Service = Annotated[SchedulerService, Depends(service_of)]
 """A route parameter that receives the app's scheduler."""
 
 
-_BEARER = HTTPBearer(auto_error=False, description="The service's token (`--token`).")
-_QUERY = APIKeyQuery(
-    name="token", auto_error=False, description="The token, for clients that cannot send headers."
-)
-
-
-def require_token(
-    request: Request,
-    service: Service,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
-    _query: Annotated[str | None, Depends(_QUERY)] = None,
-) -> None:
+def require_token(request: Request, service: Service) -> None:
     """401 unless the request carries the service's token (header, or ``?token=``).
 
-    The two security dependencies only document the schemes in the OpenAPI
-    document; the check itself is here, in constant time.
+    The OpenAPI document declares both ways as security schemes
+    (``service/contract.py``); the check itself is here, in constant time.
     """
     token = service.config.token
     if not token:

@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 BACKOFF_S = 1.0
 TIMEOUT_S = 10.0
-URL_TEXT = r"https?://[^\s/?#@]+(?:[/?#]\S*)?"
-"""What a ``callback_url`` must look like (the API document publishes the same pattern)."""
+URL_TEXT = r"https?://[A-Za-z0-9._~%:\[\]-]+(?:[/?#][!-~]*)?"
+"""What a ``callback_url`` must look like: printable ASCII (percent-encode the rest).
+
+The API document publishes the same pattern, so it uses no class such as
+"any whitespace" class whose meaning differs between Python's and JavaScript's regular expressions.
+"""
 MAX_URL = 2048
 _URL = re.compile(URL_TEXT)
 

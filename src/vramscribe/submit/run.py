@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -34,6 +35,9 @@ from vramscribe.store.store import Store
 from vramscribe.submit.build import NewJob, build_job, choose_model
 from vramscribe.submit.request import JobRequest
 
+FOOTPRINTS_SAVE_S = 5.0
+"""How often a run writes its learned footprints to the store while jobs end."""
+
 
 class Run:
     """One runner, its store, timeline and persister; see :func:`open_run`."""
@@ -52,6 +56,7 @@ class Run:
         """New jobs from concurrent submissions share a transaction (see store/group.py)."""
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
         self.orphans_ended: list[int] = []
+        self._footprints_saved = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -170,7 +175,16 @@ class Run:
             self.runner.call_soon(fn)
 
     def _save_footprints(self, event: RunnerEvent) -> None:
-        if isinstance(event, JobChanged) and event.task.job.state.is_final:
+        """Keep what was learned, at most every few seconds (the run's close saves the rest).
+
+        Saving after every job wrote the whole book once per job, under the
+        store's write lock, which under a burst of short jobs held up submissions.
+        """
+        if not (isinstance(event, JobChanged) and event.task.job.state.is_final):
+            return
+        now = time.monotonic()
+        if now - self._footprints_saved >= FOOTPRINTS_SAVE_S:
+            self._footprints_saved = now
             self.store.save_footprints(self.book)
 
 
