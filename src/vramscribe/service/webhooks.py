@@ -40,8 +40,8 @@ TIMEOUT_S = 10.0
 URL_TEXT = r"https?://[A-Za-z0-9._~%:\[\]-]+(?:[/?#][!-~]*)?"
 """What a ``callback_url`` must look like: printable ASCII (percent-encode the rest).
 
-The API document publishes the same pattern, so it uses no class such as
-"any whitespace" class whose meaning differs between Python's and JavaScript's regular expressions.
+The API document publishes the same pattern, so it avoids classes such as
+"whitespace", whose meaning differs between Python's and JavaScript's regexes.
 """
 MAX_URL = 2048
 _URL = re.compile(URL_TEXT)
