@@ -2,13 +2,14 @@
 document, with all its checks, against the real service on loopback (fake engine).
 
 The run is reproducible (fixed seed and example count). Two things no schema can
-say are configured, for the two submission operations only: a file that is not
-audio is refused with 415, and a model this server lacks with 400, even when the
-request is otherwise schema-valid. A finished job is made first and its id given
-to the operations that read jobs, so they are tested on a job that exists and
-its transcripts; ``DELETE`` gets drawn ids (it cancels, and a cancelled job
-stays readable with its history, which the fuzzer would read as a use after
-free; its tests are elsewhere). ``GET /v1/events`` is left out: it streams
+say are configured, for the three submission operations only (``/v1/jobs``,
+``/v1/batches``, OpenAI's): a file that is not audio is refused with 415, and a
+model this server lacks (or a path with ``..``) with 400, even when the request
+is otherwise schema-valid. A finished job is made first and its id given to the
+operations that read jobs, so they are tested on a job that exists and on its
+transcripts; the stateful phase then follows links to ``DELETE`` it (409 without
+``purge``; with it the job is erased, and reads answer 404 after). ``GET
+/v1/events`` is left out: it streams
 until the client leaves, so a request-response fuzzer can only time out on it
 (``GET /v1/jobs/{job_id}/events``, which ends with its job, is tested).
 """
