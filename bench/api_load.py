@@ -6,7 +6,10 @@ Starts ``vramscribe serve`` on loopback with the fake engine on a shared fake
 GPU (fast jobs), submits server-side paths from ``--clients`` threads, reads
 each job back once, prints submissions per second and p50/p99 latency of
 ``POST /v1/jobs`` and ``GET /v1/jobs/{id}``, then waits until every job has
-finished and checks that all of them exist and completed.
+finished and checks that all of them exist and completed. The load generator's
+own CPU time (``client_cpu_s``; ``client_cpu_pct`` of the submission phase) and
+the service's (``server_cpu_s``) during submission are printed too: on a small
+machine the clients compete with the service for the same cores.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import wave
 from pathlib import Path
 
 import httpx
+import psutil
 
 TOKEN = "bench-token"
 
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                             get_ms.append((t3 - t2) * 1000)
                         ids.append(job_id)
 
+        cpu0 = time.process_time()
+        server = psutil.Process(proc.pid)
+        server_cpu0 = sum(server.cpu_times()[:2])
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
         for t in threads:
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join()
         submit_s = time.perf_counter() - started
+        client_cpu_s = time.process_time() - cpu0
+        server_cpu_s = sum(server.cpu_times()[:2]) - server_cpu0
 
         with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
             deadline = time.monotonic() + args.timeout
@@ -137,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             "get_p50_ms": pct(get_ms, 0.50),
             "get_p99_ms": pct(get_ms, 0.99),
             "post_mean_ms": statistics.fmean(post_ms),
+            "client_cpu_s": client_cpu_s,
+            "client_cpu_pct": 100 * client_cpu_s / submit_s,
+            "server_cpu_s": server_cpu_s,
             "jobs_in_store": total,
             "jobs_completed": completed,
             "all_done_after_s": drain_s,

@@ -103,3 +103,10 @@ class ServiceConfig:
 
     run: RunSettings = field(default_factory=service_run)
     """Devices, threads, the hang timeout and the planner's settings."""
+
+    # -- deployments: drain, retention ----------------------------------------------
+    drain_timeout_s: float = 60.0
+    """On SIGTERM, how long running jobs may take to finish before the service stops."""
+
+    retain_days: float | None = None
+    """Finished jobs older than this are erased with their audio and transcripts (None: kept)."""

@@ -90,7 +90,9 @@ def test_kill_9_mid_run_then_restart_completes_every_job_exactly_once(
 def test_a_graceful_stop_keeps_every_job_for_the_next_start(
     tmp_path: Path, services: list[Service]
 ) -> None:
-    svc = fake_service(tmp_path, services)
+    # No drain time: running jobs are interrupted, as after the drain timeout
+    # (test_deployments.py shows running jobs finishing within it).
+    svc = fake_service(tmp_path, services, "--drain-timeout", "0")
     with svc.client() as c:
         ids = upload_clips(c, tmp_path / "in", 6, 12.0)
         deadline = time.monotonic() + 60

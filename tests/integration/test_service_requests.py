@@ -212,7 +212,7 @@ async def test_an_accepted_job_that_can_never_fit_fails_and_has_no_transcript(ap
     resp = await api.client.get(f"/v1/jobs/{job['id']}/transcript")
     assert resp.status_code == 409 and "is failed; no transcript yet" in resp.json()["detail"]
     cancelled = await api.client.delete(f"/v1/jobs/{job['id']}")
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "failed"
+    assert cancelled.status_code == 409 and "already failed" in cancelled.json()["detail"]
     listed = (await api.client.get("/v1/jobs", params={"status": "failed"})).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["total"] == 1
     async with api.client.stream("GET", f"/v1/jobs/{job['id']}/events") as events:
@@ -233,6 +233,88 @@ async def test_the_api_documents_every_endpoint(api: Api) -> None:
         "/healthz", "/readyz", "/metrics", "/v1/devices", "/v1/events", "/v1/jobs",
         "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/transcript",
         "/v1/audio/transcriptions", "/v1/workbench", "/v1/jobs/{job_id}/retry",
-        "/v1/jobs/{job_id}/audio-url", "/v1/jobs/{job_id}/audio",
+        "/v1/jobs/{job_id}/audio-url", "/v1/jobs/{job_id}/audio", "/v1/batches",
     }  # fmt: skip
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_a_huge_offset_is_refused_with_422_not_a_server_error(api: Api) -> None:
+    resp = await api.client.get("/v1/jobs", params={"offset": "1" * 25})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"] == ["query", "offset"]
+
+
+async def test_405_lists_every_method_of_the_path(api: Api) -> None:
+    resp = await api.client.patch("/v1/jobs/abc")
+    assert resp.status_code == 405 and resp.headers["allow"] == "DELETE, GET"
+    resp = await api.client.put("/v1/jobs")
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET, POST"
+
+
+async def test_purge_erases_a_finished_jobs_audio_outputs_and_record(
+    api: Api, tmp_path: Path
+) -> None:
+    wav = write_wav(tmp_path / "purge-me.wav", 2.0)
+    job = (await api.client.post("/v1/jobs", files={"file": (wav.name, wav.read_bytes())})).json()
+    uploads = set((api.data / "uploads").iterdir())
+    assert any(job["id"] not in p.name for p in uploads)
+    for _ in range(200):
+        job = (await api.client.get(f"/v1/jobs/{job['id']}")).json()
+        if job["status"] == "failed":
+            break
+        await asyncio.sleep(0.01)
+    (api.data / "transcripts" / f"{job['id']}.txt").write_text("left by a finished job")
+    purged = await api.client.delete(f"/v1/jobs/{job['id']}", params={"purge": "true"})
+    assert purged.status_code == 200 and purged.json()["id"] == job["id"], purged.text
+    assert (await api.client.get(f"/v1/jobs/{job['id']}")).status_code == 404
+    assert not (api.data / "transcripts" / f"{job['id']}.txt").exists()
+    assert len(set((api.data / "uploads").iterdir())) == len(uploads) - 1
+    assert (await api.client.delete(f"/v1/jobs/{job['id']}")).status_code == 404
+
+
+async def test_a_batch_of_uploads_answers_per_file_and_a_bad_file_fails_alone(
+    api: Api, tmp_path: Path
+) -> None:
+    good = [write_wav(tmp_path / f"part{i}.wav", 1.0 + i) for i in range(3)]
+    files = [("file", (p.name, p.read_bytes())) for p in good[:2]]
+    files.insert(1, ("file", ("notes.wav", NOT_AUDIO)))
+    files.append(("file", (good[2].name, good[2].read_bytes())))
+    before = set((api.data / "uploads").iterdir())
+    resp = await api.client.post("/v1/batches", files=files, data={"priority": "high"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["accepted"], body["refused"]) == (3, 1)
+    statuses = [(r["input"], r["status"]) for r in body["results"]]
+    assert statuses == [("part0.wav", 201), ("notes.wav", 415), ("part1.wav", 201),
+                        ("part2.wav", 201)]  # fmt: skip
+    assert "not usable audio" in body["results"][1]["error"]
+    jobs = [r["job"] for r in body["results"] if r["status"] == 201]
+    assert [j["priority"] for j in jobs] == [75, 75, 75]
+    assert [j["audio_s"] for j in jobs] == [1.0, 2.0, 3.0]
+    for job in jobs:
+        assert (await api.client.get(f"/v1/jobs/{job['id']}")).status_code == 200
+    # The refused file's upload is gone; the accepted ones are kept.
+    assert len(set((api.data / "uploads").iterdir()) - before) == 3
+
+
+async def test_a_batch_of_paths_answers_per_path(api: Api) -> None:
+    resp = await api.client.post(
+        "/v1/batches", json={"paths": ["ok.wav", "missing.wav", "../secret.wav", "notes.wav"]}
+    )
+    assert resp.status_code == 200, resp.text
+    assert [r["status"] for r in resp.json()["results"]] == [201, 404, 400, 415]
+    assert resp.json()["results"][0]["job"]["input"] == "ok.wav"
+    assert (await api.client.post("/v1/batches", json={"paths": []})).status_code == 422
+    bad = await api.client.post("/v1/batches", json={"paths": ["ok.wav"], "beam_size": 99})
+    assert bad.status_code == 422 and "beam size must be 1-20" in bad.json()["detail"]
+
+
+async def test_a_batch_where_every_file_is_refused_fails_with_their_reason(api: Api) -> None:
+    files = [("file", ("a.wav", NOT_AUDIO)), ("file", ("b.wav", NOT_AUDIO))]
+    resp = await api.client.post("/v1/batches", files=files)
+    assert resp.status_code == 415 and resp.json()["refused"] == 2, resp.text
+    mixed = await api.client.post("/v1/batches", json={"paths": ["missing.wav", "notes.wav"]})
+    assert mixed.status_code == 400
+    assert [r["status"] for r in mixed.json()["results"]] == [404, 415]
+    twice = await api.client.post("/v1/batches", files=files, data={"priority": ["high", "low"]})
+    assert twice.status_code == 422 and "priority: give it once" in twice.json()["detail"]

@@ -45,6 +45,19 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     type=click.IntRange(1),
 )
+@click.option(
+    "--drain-timeout",
+    "drain_timeout_s",
+    default=default(ServiceConfig, "drain_timeout_s"),
+    show_default=True,
+    type=click.FloatRange(0),
+    help="On SIGTERM, seconds running jobs may take to finish.",
+)
+@click.option(
+    "--retain-days",
+    type=click.FloatRange(0, min_open=True),
+    help="Erase finished jobs, their audio and transcripts after this many days.",
+)
 @run_options(keep_alive_s=SERVICE_KEEP_ALIVE_S, max_wait_for_memory_s=SERVICE_MAX_WAIT_FOR_MEMORY_S)
 def serve(**opts: Any) -> None:
     """Run the service: HTTP API, live events, durable job store."""
@@ -70,6 +83,8 @@ def serve(**opts: Any) -> None:
         engine=opts["engine"],
         fake_config=fake_config(opts),
         run=run_settings(opts),
+        drain_timeout_s=opts["drain_timeout_s"],
+        retain_days=opts["retain_days"],
     )
     try:
         app = create_app(config)

@@ -145,6 +145,8 @@ class Runner:
         self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
         self._added = False  # a job arrived since the last plan: plan without waiting
+        self.admitting = True
+        """False while a service drains: running jobs finish, nothing new starts."""
         run_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -434,7 +436,7 @@ class Runner:
             self._released(self.releasing.pop(inst.pid), now)
         for inst in seen.rekill:
             self.releasing[inst.pid].handle.kill()
-        if not len(self.queue) and not self.idle:
+        if (not len(self.queue) and not self.idle) or not self.admitting:
             return
         decisions = plan_split(now, self.queue, seen, self.spare, self.settings, self.book)
         self.last_plan = decisions

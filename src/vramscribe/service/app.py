@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from vramscribe.service.contract import install_allow_handler, install_openapi
 from vramscribe.service.deps import require_token
 from vramscribe.service.limits import UploadLimit
 from vramscribe.service.metrics import Metrics
-from vramscribe.service.routes import events, health, jobs, openai, transcripts, workbench
+from vramscribe.service.retention import Sweeper
+from vramscribe.service.routes import batches, events, health, jobs, openai, transcripts, workbench
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.settings import ServiceConfig
 
@@ -36,8 +38,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.add_middleware(UploadLimit, max_bytes=config.max_upload_bytes)
     app.include_router(health.public)
     app.include_router(workbench.signed)  # signed per job instead of the token
-    for module in (health, jobs, transcripts, events, openai, workbench):
-        app.include_router(module.router, dependencies=[Depends(require_token)])
+    modules = (health, jobs, transcripts, events, openai, batches, workbench)
+    routers = [module.router for module in modules]
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(require_token)])
+    install_allow_handler(app, [health.public, workbench.signed, *routers])
+    install_openapi(app, health.public, workbench.signed)
     return app
 
 
@@ -45,7 +51,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: SchedulerService = app.state.service
     service.start()
+    days = service.config.retain_days
+    sweeper = Sweeper(service, days * 86400) if days else None
+    if sweeper is not None:
+        sweeper.start()
     try:
         yield
     finally:
+        if sweeper is not None:
+            sweeper.stop()
+        # Uvicorn has stopped accepting connections (SIGTERM): let running jobs finish.
+        await asyncio.to_thread(service.drain, service.config.drain_timeout_s)
         await asyncio.to_thread(service.stop)

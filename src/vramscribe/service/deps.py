@@ -21,7 +21,11 @@ Service = Annotated[SchedulerService, Depends(service_of)]
 
 
 def require_token(request: Request, service: Service) -> None:
-    """401 unless the request carries the service's token (header, or ``?token=``)."""
+    """401 unless the request carries the service's token (header, or ``?token=``).
+
+    The OpenAPI document declares both ways as security schemes
+    (``service/contract.py``); the check itself is here, in constant time.
+    """
     token = service.config.token
     if not token:
         return

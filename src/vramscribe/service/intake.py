@@ -33,6 +33,7 @@ from vramscribe.outputs import FORMATS
 from vramscribe.service.paths import resolve_allowed
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.service.schemas import JobByPath
+from vramscribe.service.webhooks import valid_url
 from vramscribe.store.records import JobRecord
 from vramscribe.submit.request import ALL_FIELDS, JobRequest, new_job_id
 
@@ -42,22 +43,43 @@ _COPY_CHUNK = 1024 * 1024
 
 async def submit_request(request: Request, service: SchedulerService) -> JobRecord:
     """``POST /v1/jobs``: multipart with a ``file``, or JSON naming a ``path``."""
+    refuse_while_draining(service)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
         try:
+            callback = callback_url(form.get("callback_url"))
             source, filename = await save_upload(form, service.uploads)
             fields = {k: v for k, v in form.items() if k in ALL_FIELDS and isinstance(v, str)}
         finally:
             await form.close()
-        return await asyncio.to_thread(submit_file, service, source, fields, filename=filename)
-    if ctype.startswith("application/json"):
+        rec = await asyncio.to_thread(submit_file, service, source, fields, filename=filename)
+    elif ctype.startswith("application/json"):
         body = read_job_by_path(await request.body())
+        callback = callback_url(body.callback_url)
         source = resolve_allowed(body.path, service.config.allowed_roots)
-        return await asyncio.to_thread(
+        rec = await asyncio.to_thread(
             submit_file, service, source, body.options(), keep_source=True
         )
-    raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'path'")
+    else:
+        raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'path'")
+    if callback:
+        await asyncio.to_thread(service.webhooks.register, rec, callback)
+    return rec
+
+
+def callback_url(value: object) -> str | None:
+    """A job's ``callback_url``: None when not given, 422 unless an http(s) URL."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not valid_url(value):
+        raise HTTPException(422, f"callback_url must be an http or https URL, got {value!r}")
+    return value
+
+
+def refuse_while_draining(service: SchedulerService) -> None:
+    if service.draining:
+        raise HTTPException(503, "the service is shutting down; submit again after its restart")
 
 
 async def save_upload(form: FormData, uploads: Path) -> tuple[Path, str]:
@@ -65,6 +87,11 @@ async def save_upload(form: FormData, uploads: Path) -> tuple[Path, str]:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise HTTPException(422, "multipart field 'file' with the audio is required")
+    return await save_file(upload, uploads)
+
+
+async def save_file(upload: UploadFile, uploads: Path) -> tuple[Path, str]:
+    """Save one uploaded file under ``uploads``; returns where, and the client's name for it."""
     suffix = Path(upload.filename or "").suffix.lower()
     suffix = suffix if _SUFFIX.fullmatch(suffix) else ".bin"
     target = uploads / f"{uuid.uuid4().hex}{suffix}"
@@ -98,24 +125,30 @@ def submit_file(
     filename: str | None = None,
 ) -> JobRecord:
     """Check the options, then submit the job; runs in a thread (it probes the audio)."""
-    job_id = new_job_id()
-    config = service.config
     try:
-        request = JobRequest.parse(
-            fields,
-            input=source,
-            model=config.model,
-            engine=config.engine,
-            fake=config.fake_config,
-            outputs=tuple((fmt, service.transcripts / f"{job_id}.{fmt}") for fmt in FORMATS),
-            filename=filename,
-            job_id=job_id,
-        )
-        return service.run.submit(request)
+        return service.run.submit(job_request(service, source, fields, filename))
     except VramscribeError as exc:
         if not keep_source:
             source.unlink(missing_ok=True)
         raise refusal(exc) from None
+
+
+def job_request(
+    service: SchedulerService, source: Path, fields: Mapping[str, object], filename: str | None
+) -> JobRequest:
+    """The request for one file with the service's defaults; InvalidRequest names a bad field."""
+    job_id = new_job_id()
+    config = service.config
+    return JobRequest.parse(
+        fields,
+        input=source,
+        model=config.model,
+        engine=config.engine,
+        fake=config.fake_config,
+        outputs=tuple((fmt, service.transcripts / f"{job_id}.{fmt}") for fmt in FORMATS),
+        filename=filename,
+        job_id=job_id,
+    )
 
 
 def refusal(exc: VramscribeError) -> Exception:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from vramscribe.runtime.events import JobChanged, ProgressMade, RunnerEvent, Tick, payload, task_of
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
 from vramscribe.service.events import Broadcaster, Event
+from vramscribe.service.views import job_json
+from vramscribe.service.webhooks import Webhooks
 from vramscribe.settings import ServiceConfig
+from vramscribe.store.callbacks import Callbacks
 from vramscribe.store.store import Store
 from vramscribe.submit.run import Run, open_run
 
@@ -42,6 +46,9 @@ class SchedulerService:
         self._final: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.recovered: list[str] = []
+        self.draining = False
+        """Set on SIGTERM: new submissions are refused while running jobs finish."""
+        self.webhooks = Webhooks(Callbacks(store), self._job_json, config.token)
 
     @property
     def store(self) -> Store:
@@ -57,14 +64,35 @@ class SchedulerService:
         for rec in self.store.pending():
             self.run.resume(rec)
         self.run.start()
+        self.webhooks.start()
 
     def stop(self) -> None:
         self.run.stop()
+        self.webhooks.stop()
         self.run.close()
+
+    def _job_json(self, job_id: str) -> dict[str, Any] | None:
+        rec = self.store.get(job_id)
+        return None if rec is None else job_json(rec, None)
 
     @property
     def alive(self) -> bool:
         return self.run.alive
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop admitting work and wait, up to ``timeout_s``, for running jobs to finish.
+
+        Pending jobs stay pending in the store, for the next start; whether
+        everything that was running finished in time is returned.
+        """
+        self.draining = True
+        self.runner.call_soon(lambda: setattr(self.runner, "admitting", False))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.alive:
+            if not self.runner.workers:
+                return True
+            time.sleep(0.1)
+        return not self.runner.workers
 
     # -- called from request handlers ---------------------------------------------
     def cancel(self, job_id: str, timeout: float = 10.0) -> None:
@@ -91,6 +119,7 @@ class SchedulerService:
         if isinstance(event, JobChanged):
             if event.task.job.state.is_final:
                 self.final_event(event.task.job.id).set()
+                self.webhooks.job_ended(event.task.job.id)
         elif isinstance(event, ProgressMade):
             last = self._progress_written.get(event.task.job.id, 0.0)
             if now - last >= PROGRESS_WRITE_S:

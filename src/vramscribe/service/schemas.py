@@ -34,6 +34,8 @@ class JobByPath(WhisperFields):
     batch_size: Loose = None
     split_channels: Loose = None
     channel_names: Loose | list[str] = None
+    callback_url: str | None = None
+    """Where the job's end is posted (see ``service/webhooks.py``)."""
 
     def options(self) -> dict[str, Loose]:
         return {name: getattr(self, name) for name in OPTION_FIELDS} | whisper_values(self)
@@ -137,3 +139,48 @@ class OpenAIVerbose(BaseModel):
     duration: float
     text: str
     segments: list[OpenAISegment]
+
+
+# -- batch submission (POST /v1/batches) -------------------------------------------------
+MAX_BATCH = 1000
+"""Files or paths one batch request may hold."""
+
+
+class JobsByPath(BaseModel):
+    """``POST /v1/batches`` with JSON: files under an allowed root, one set of options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    model: Loose = None
+    language: Loose = None
+    priority: Loose = None
+    beam_size: Loose = None
+    vad_filter: Loose = None
+    word_timestamps: Loose = None
+    initial_prompt: Loose = None
+    hotwords: Loose = None
+    compute_type: Loose = None
+    batch_size: Loose = None
+    callback_url: str | None = None
+    """Where the job's end is posted (see ``service/webhooks.py``)."""
+
+    def options(self) -> dict[str, Loose]:
+        return {name: getattr(self, name) for name in OPTION_FIELDS}
+
+
+class BatchItemOut(BaseModel):
+    """One file of a batch: the job made for it, or why it was refused."""
+
+    input: str
+    """The file's name as uploaded, or the path as sent."""
+    status: int
+    """201 if a job was made; else the status a single submission would have had."""
+    job: JobOut | None = None
+    error: str | None = None
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    refused: int
+    results: list[BatchItemOut]

@@ -22,17 +22,28 @@ from sqlalchemy.pool import ConnectionPoolEntry
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # How long a SQLite writer waits for another one before giving up with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 48
 # Any fixed number: concurrent opens of one PostgreSQL database take turns migrating it.
 _PG_MIGRATION_LOCK = 0x7672_616D  # "vram"
 # Execution option marking the transactions that write (SQLite begins those IMMEDIATE).
 WRITES = "vramscribe_writes"
+# Execution option marking writes that need not reach the disk before they return
+# (SQLite syncs them with the next durable commit or checkpoint; see Store._write).
+LAZY_SYNC = "vramscribe_lazy_sync"
 
 
 def connect(url: str) -> Engine:
     """An engine for ``url``: SQLite configured as above, PostgreSQL through psycopg 3."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"check_same_thread": False})
+        # Enough pooled connections for the service's request threads: a connection
+        # beyond the pool is opened (and configured) for one call and then closed.
+        engine = create_engine(
+            parsed,
+            connect_args={"check_same_thread": False},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE,
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(parsed, pool_pre_ping=True)
@@ -87,7 +98,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        writes = connection.get_execution_options().get(WRITES, False)
+        options = connection.get_execution_options()
+        writes = options.get(WRITES, False)
+        if writes:
+            sync = "NORMAL" if options.get(LAZY_SYNC, False) else "FULL"
+            connection.exec_driver_sql(f"PRAGMA synchronous = {sync}")
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 

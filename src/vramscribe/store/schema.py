@@ -137,3 +137,15 @@ class KeptTranscriptRow(Base):
     kept_at: Mapped[float] = mapped_column(Double)
 
     __table_args__ = (Index(None, "input_path"),)
+
+
+class CallbackRow(Base):
+    """A job's completion webhook: where its end is posted, and how delivery went."""
+
+    __tablename__ = "callbacks"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    delivered_at: Mapped[float | None] = mapped_column(Double)
+    last_error: Mapped[str | None] = mapped_column(Text)

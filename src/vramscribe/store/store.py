@@ -11,9 +11,10 @@ the same job cannot both act on the state they saw.
 from __future__ import annotations
 
 import builtins
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, Transition, transition
-from vramscribe.store.database import WRITES, connect, migrate
+from vramscribe.store.database import LAZY_SYNC, WRITES, connect, migrate
 from vramscribe.store.ledger import OutputLedger
 from vramscribe.store.records import JobRecord, from_columns, to_columns, to_row
 from vramscribe.store.schema import FootprintRow, HistoryRow, JobRow
@@ -75,6 +76,24 @@ class Store:
         self._writes = sessionmaker(
             self._engine.execution_options(**{WRITES: True}), expire_on_commit=False
         )
+        # State changes and progress are written lazily: on SQLite they reach the
+        # disk with the next durable commit or checkpoint, not before they return.
+        # A power cut can lose the last few, which recovery treats like a crash a
+        # moment earlier (active jobs go back to the queue); new jobs and erasures
+        # are always durable before they return. Each synced commit costs a few ms
+        # of disk wait under the write lock, and a job changes state three times.
+        self._lazy_writes = sessionmaker(
+            self._engine.execution_options(**{WRITES: True, LAZY_SYNC: True}),
+            expire_on_commit=False,
+        )
+        # SQLite has one writer at a time, and a writer that finds the file locked
+        # polls with sleeps that grow to 100 ms: under load (request threads adding
+        # jobs while the scheduler thread records state changes) that made the tail
+        # of submissions slow. Writers of this process take turns on a lock instead,
+        # so only writers in other processes meet SQLite's busy wait.
+        self._write_turn: AbstractContextManager[object] = (
+            threading.Lock() if self._dialect == "sqlite" else nullcontext()
+        )
         try:
             migrate(self._engine)
         except BaseException:
@@ -104,10 +123,11 @@ class Store:
             (row,) = _insert(session, [record])
             return from_columns(row, record.history)
 
-    def add_many(self, records: builtins.list[JobRecord]) -> None:
+    def add_many(self, records: builtins.list[JobRecord]) -> builtins.list[JobRecord]:
         """Store a batch all-or-nothing, so a bulk submission never half-lands."""
         with self._write() as session:
-            _insert(session, records)
+            rows = _insert(session, records)
+            return [from_columns(row, rec.history) for row, rec in zip(rows, records, strict=True)]
 
     def get(self, job_id: str, with_history: bool = True) -> JobRecord | None:
         with self._read() as session:
@@ -116,6 +136,20 @@ class Store:
                 return None
             history = _histories(session, [job_id]).get(job_id, ()) if with_history else ()
             return from_columns(row, history)
+
+    def delete(self, job_id: str) -> bool:
+        """Erase a job and its history (a purge); whether it existed."""
+        with self._write() as session:
+            session.query(HistoryRow).filter(HistoryRow.job_id == job_id).delete()
+            return session.query(JobRow).filter(JobRow.id == job_id).delete() > 0
+
+    def finished_before(self, cutoff: float, limit: int = 500) -> builtins.list[JobRecord]:
+        """Finished jobs that ended before ``cutoff``, oldest first (what retention erases)."""
+        final = [s.value for s in JobState if s.is_final]
+        query = select(JobRow).where(JobRow.status.in_(final), JobRow.finished_at < cutoff)
+        with self._read() as session:
+            rows = session.scalars(query.order_by(JobRow.finished_at).limit(limit)).all()
+            return [from_columns(row) for row in rows]
 
     def list(
         self, status: JobState | None = None, limit: int = 50, offset: int = 0
@@ -177,7 +211,7 @@ class Store:
         for an unknown job and ``ValueError`` for a field a transition cannot set.
         """
         values = _check_fields(fields, TRANSITION_FIELDS, "a transition")
-        with self._write() as session:
+        with self._write(lazy=True) as session:
             row = _locked(session, job_id)
             if row is None:
                 raise KeyError(job_id)
@@ -193,7 +227,7 @@ class Store:
         values = _check_fields(fields, UPDATE_FIELDS, "update()")
         if not values:
             return
-        with self._write() as session:
+        with self._write(lazy=True) as session:
             row = _locked(session, job_id)
             if row is None:
                 raise KeyError(job_id)
@@ -252,7 +286,7 @@ class Store:
         statement = statement.on_conflict_do_update(
             index_elements=[FootprintRow.key], set_={"book": statement.excluded.book}
         )
-        with self._write() as session:
+        with self._write(lazy=True) as session:
             session.execute(statement)
 
     # -- plumbing ------------------------------------------------------------------
@@ -262,8 +296,9 @@ class Store:
             yield session
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._writes() as session, session.begin():
+    def _write(self, lazy: bool = False) -> Iterator[Session]:
+        maker = self._lazy_writes if lazy else self._writes
+        with self._write_turn, maker() as session, session.begin():
             yield session
 
 

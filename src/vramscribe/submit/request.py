@@ -10,13 +10,20 @@ touches the disk, the models or the store: that is
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vramscribe.core.jobs import DEFAULT_PRIORITY, parse_priority
+from vramscribe.core.jobs import (
+    DEFAULT_PRIORITY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    PRIORITY_NAMES,
+    parse_priority,
+)
 from vramscribe.decoding import BY_FIELD, check, read_fields
 from vramscribe.errors import InvalidRequest
 from vramscribe.outputs import FORMATS
@@ -161,17 +168,35 @@ class JobRequest:
         return cls(**given)
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# The texts each option accepts, exactly: the service's API document publishes these
+# patterns, so a value it calls valid is never refused and one it calls invalid never
+# accepted (names in any case, ASCII digits, spaces around allowed).
+TEXT_PATTERNS = {
+    name: f" *(?:{pattern}) *"
+    for name, pattern in {
+        "priority": "|".join([*map(_any_case, PRIORITY_NAMES), "0*(?:100|[1-9]?[0-9])"]),
+        "beam_size": "0*(?:[1-9]|1[0-9]|20)",
+        "batch_size": f"{_any_case('auto')}|0*(?:[1-5]?[0-9]|6[0-4])",
+    }.items()
+}
+_TEXTS = {name: re.compile(pattern) for name, pattern in TEXT_PATTERNS.items()}
+
+
 def parse_batch_size(value: object) -> int:
     """``auto`` (or 0) for the planner's choice, else a batch size of 1-64."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return AUTO_BATCH
-    if text.isdigit() and int(text) <= MAX_BATCH_SIZE:
-        return int(text)
-    raise InvalidRequest(_batch_message(value), "batch_size")
+    text = str(_whole(value))
+    if isinstance(value, bool) or not _TEXTS["batch_size"].fullmatch(text):
+        raise InvalidRequest(_batch_message(value), "batch_size")
+    return AUTO_BATCH if text.strip().lower() == "auto" else int(text)
 
 
 def parse_beam_size(value: object) -> int:
+    if isinstance(value, str) and not _TEXTS["beam_size"].fullmatch(value):
+        raise InvalidRequest(_beam_message(value), "beam_size")
     number = _integer(value, "beam_size", _beam_message(value))
     if not MIN_BEAM_SIZE <= number <= MAX_BEAM_SIZE:
         raise InvalidRequest(_beam_message(value), "beam_size")
@@ -184,6 +209,13 @@ def parse_request_priority(value: object) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidRequest(f"priority must be a name or a number, got {value!r}", "priority")
+    if isinstance(value, str) and not _TEXTS["priority"].fullmatch(value):
+        names = ", ".join(PRIORITY_NAMES)
+        raise InvalidRequest(
+            f"priority must be one of {names} or a number "
+            f"{PRIORITY_MIN}-{PRIORITY_MAX}, got {value!r}",
+            "priority",
+        )
     try:
         return parse_priority(value)
     except ValueError as exc:
@@ -191,6 +223,8 @@ def parse_request_priority(value: object) -> int:
 
 
 def parse_flag(value: object) -> bool:
+    if not isinstance(value, str | int | float | bool):
+        raise InvalidRequest(f"expected true or false, got {value!r}", "flag")
     return str(value).lower() in ("1", "true", "yes", "on")
 
 
@@ -229,7 +263,13 @@ def _text(name: str) -> Callable[[object], str]:
     return parse
 
 
+def _whole(value: object) -> object:
+    """JSON numbers such as ``4.0`` are integers too (JSON Schema says so)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _integer(value: object, name: str, message: str) -> int:
+    value = _whole(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from vramscribe.channels import channel_count
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
-from vramscribe.errors import BadInput, InputNotFound
+from vramscribe.errors import BadInput, InputNotFound, VramscribeError
 from vramscribe.naming import claim, path_key
 from vramscribe.paths import new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
@@ -33,11 +34,15 @@ from vramscribe.runtime.split import SplitMerger
 from vramscribe.runtime.task import Task
 from vramscribe.runtime.timeline import Timeline
 from vramscribe.settings import RunSettings
+from vramscribe.store.group import GroupCommit
 from vramscribe.store.records import JobRecord
 from vramscribe.store.store import Store
-from vramscribe.submit.build import ModelChoice, build_job, choose_model
+from vramscribe.submit.build import ModelChoice, NewJob, build_job, choose_model
 from vramscribe.submit.request import JobRequest
 from vramscribe.submit.split import channel_jobs
+
+FOOTPRINTS_SAVE_S = 5.0
+"""How often a run writes its learned footprints to the store while jobs end."""
 
 
 class Run:
@@ -53,11 +58,14 @@ class Run:
         """A batch keeps unreadable inputs as failed jobs; the service refuses them."""
         self.timeline = Timeline(runner, runner.run_dir / "timeline.jsonl")
         self.persister = StorePersister(store)
+        self.adds = GroupCommit(store)
+        """New jobs from concurrent submissions share a transaction (see store/group.py)."""
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
         runner.listeners.append(LedgerWriter(store.ledger))
         self.splits = SplitMerger(runner)
         runner.listeners.append(self.splits)
         self.orphans_ended: list[int] = []
+        self._footprints_saved = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -76,11 +84,53 @@ class Run:
         raises too, unless this run records bad input: then the job is stored
         and failed at once, so a batch's summary names it.
         """
+        now = self.runner.clock() if submitted_at is None else submitted_at
+        prepared = self._prepare(request, now)
+        if isinstance(prepared, JobRecord):
+            return prepared
+        record = self.adds.add(prepared[0].record)
+        self._queue(*prepared)
+        return record
+
+    def submit_many(self, requests: list[JobRequest]) -> list[JobRecord | Exception]:
+        """:meth:`submit` for each request, stored in one transaction; each one's record or error.
+
+        A request refused (unknown model, unreadable audio, a taken id) fails
+        alone: the others are stored and queued.
+        """
+        now = self.runner.clock()
+        built: list[tuple[NewJob, str | None] | JobRecord | Exception] = []
+        for request in requests:
+            try:
+                built.append(self._prepare(request, now))
+            except VramscribeError as exc:
+                built.append(exc)
+        new = [b for b in built if isinstance(b, tuple)]
+        stored = iter(self.adds.add_each([job.record for job, _ in new]))
+        out: list[JobRecord | Exception] = []
+        for item in built:
+            if not isinstance(item, tuple):
+                out.append(item)  # refused, or a split file already stored with its channels
+                continue
+            record = next(stored)
+            if not isinstance(record, Exception):
+                self._queue(*item)
+            out.append(record)
+        return out
+
+    def _prepare(self, request: JobRequest, now: float) -> tuple[NewJob, str | None] | JobRecord:
+        """The job to store for ``request`` (with distinct outputs), or, for a file split by
+        channel, the parent's record (parent and children are stored at once)."""
         model = choose_model(request.model, request.engine)
         request = self._distinct_outputs(request)
-        now = self.runner.clock() if submitted_at is None else submitted_at
         if request.split_channels and (channels := self._channels(request)) > 1:
             return self._submit_split(request, model, channels, now)
+        return self._build(request, model, now)
+
+    def _build(
+        self, request: JobRequest, model: ModelChoice, now: float
+    ) -> tuple[NewJob, str | None]:
+        """The job for ``request`` and, if its audio is unreadable and recorded, why."""
         failure: str | None = None
         try:
             audio_s = probe_duration(request.input)
@@ -91,12 +141,13 @@ class Run:
         new = build_job(
             request, model, cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s
         )
-        record = self.store.add(new.record)
+        return new, failure
+
+    def _queue(self, new: NewJob, failure: str | None) -> None:
         if failure is not None:
             self._on_runner_thread(lambda: self.runner.fail_now(new.task, failure))
         else:
             self._on_runner_thread(lambda: self.runner.add(new.task))
-        return record
 
     def _channels(self, request: JobRequest) -> int:
         """The input's channel count; 1 when it cannot be read (the usual path reports why)."""
@@ -186,7 +237,16 @@ class Run:
             self.runner.call_soon(fn)
 
     def _save_footprints(self, event: RunnerEvent) -> None:
-        if isinstance(event, JobChanged) and event.task.job.state.is_final:
+        """Keep what was learned, at most every few seconds (the run's close saves the rest).
+
+        Saving after every job wrote the whole book once per job, under the
+        store's write lock, which under a burst of short jobs held up submissions.
+        """
+        if not (isinstance(event, JobChanged) and event.task.job.state.is_final):
+            return
+        now = time.monotonic()
+        if now - self._footprints_saved >= FOOTPRINTS_SAVE_S:
+            self._footprints_saved = now
             self.store.save_footprints(self.book)
 
 

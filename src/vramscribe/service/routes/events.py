@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from vramscribe.core.jobs import JobState
+from vramscribe.service.contract import SSE_EVENT, errors
 from vramscribe.service.deps import Service, record_or_404
 from vramscribe.service.scheduler import SchedulerService
 from vramscribe.service.views import job_json
@@ -19,19 +20,25 @@ router = APIRouter(tags=["events"])
 
 FINAL = {s.value for s in JobState if s.is_final}
 KEEP_ALIVE_S = 10.0
+SSE = "text/event-stream"
+_STREAM = {"description": "Server-sent events", "content": {SSE: {"schema": SSE_EVENT}}}
 
 
-@router.get("/v1/events")
+@router.get("/v1/events", response_class=StreamingResponse, responses={200: _STREAM, **errors()})
 def all_events(request: Request, service: Service) -> StreamingResponse:
     """Server-sent events for every job: state changes, progress, segments."""
-    return StreamingResponse(stream(request, service, None), media_type="text/event-stream")
+    return StreamingResponse(stream(request, service, None), media_type=SSE)
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: _STREAM, **errors(404)},
+)
 def job_events(request: Request, job_id: str, service: Service) -> StreamingResponse:
     """Server-sent events for one job; the stream ends when the job does."""
     record_or_404(service, job_id)
-    return StreamingResponse(stream(request, service, job_id), media_type="text/event-stream")
+    return StreamingResponse(stream(request, service, job_id), media_type=SSE)
 
 
 async def stream(

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from vramscribe.service.contract import errors, text_body
 from vramscribe.service.deps import Service
 from vramscribe.service.metrics import Metrics
 from vramscribe.service.schemas import DeviceList, Status
@@ -27,7 +28,12 @@ def healthz() -> Status:
     return Status(status="ok")
 
 
-@public.get("/readyz", tags=["health"])
+@public.get(
+    "/readyz",
+    tags=["health"],
+    response_model=Status,
+    responses={503: {"model": Status, "description": "Not ready"}},
+)
 def readyz(service: Service) -> JSONResponse:
     try:
         service.store.count()
@@ -45,13 +51,18 @@ def dashboard() -> Response:
     return Response(html.read_text(), media_type="text/html; charset=utf-8")
 
 
-@router.get("/metrics", tags=["metrics"])
+@router.get(
+    "/metrics",
+    tags=["metrics"],
+    response_class=Response,
+    responses={200: text_body("text/plain"), **errors()},
+)
 def prometheus(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/devices", tags=["devices"], response_model=DeviceList)
+@router.get("/v1/devices", tags=["devices"], response_model=DeviceList, responses=errors())
 def devices(service: Service) -> DeviceList:
     return DeviceList(devices=device_report(service.runner))
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from vramscribe.core.jobs import JobState
 from vramscribe.outputs import render
+from vramscribe.service.contract import errors, openai_request_body
 from vramscribe.service.deps import Service, record_or_404
 from vramscribe.service.intake import save_upload, submit_file
 from vramscribe.service.routes.transcripts import MEDIA_TYPES
@@ -20,11 +21,26 @@ from vramscribe.transcript import Transcript
 router = APIRouter(tags=["openai"])
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+_TEXT_TYPES = (MEDIA_TYPES["srt"], MEDIA_TYPES["vtt"])
 OPENAI_MODELS = ("", "whisper-1")
 """Model names that mean "the service's default model"."""
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post(
+    "/v1/audio/transcriptions",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The transcript in the asked format",
+            "model": OpenAIText | OpenAIVerbose,
+            "content": {
+                **{m: {"schema": {"type": "string"}} for m in ("text/plain", *_TEXT_TYPES)},
+            },
+        },
+        **errors(400, 413, 415, 422, 500),
+    },
+    openapi_extra=openai_request_body(),
+)
 async def openai_transcriptions(request: Request, service: Service) -> Response:
     """Drop-in for OpenAI's endpoint: queues a job and answers when it is done."""
     form = await request.form()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from vramscribe.core.jobs import JobState
+from vramscribe.service.contract import TRANSCRIPT_JSON, errors, text_body
 from vramscribe.service.deps import Service, record_or_404
 
 router = APIRouter(tags=["jobs"])
@@ -20,7 +21,14 @@ MEDIA_TYPES = {
 }
 
 
-@router.get("/v1/jobs/{job_id}/transcript")
+@router.get(
+    "/v1/jobs/{job_id}/transcript",
+    response_class=Response,
+    responses={
+        200: text_body(*list(MEDIA_TYPES.values())[:-1], json=TRANSCRIPT_JSON),
+        **errors(404, 409, 422),
+    },
+)
 def transcript(
     job_id: str, service: Service, format: str = Query("txt", pattern="^(txt|srt|vtt|json)$")
 ) -> Response:
