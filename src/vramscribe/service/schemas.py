@@ -146,7 +146,7 @@ MAX_BATCH = 1000
 """Files or paths one batch request may hold."""
 
 
-class JobsByPath(BaseModel):
+class JobsByPath(WhisperFields):
     """``POST /v1/batches`` with JSON: files under an allowed root, one set of options."""
 
     model_config = ConfigDict(extra="forbid")
@@ -162,11 +162,13 @@ class JobsByPath(BaseModel):
     hotwords: Loose = None
     compute_type: Loose = None
     batch_size: Loose = None
+    split_channels: Loose = None
+    channel_names: Loose | list[str] = None
     callback_url: str | None = None
     """Where the job's end is posted (see ``service/webhooks.py``)."""
 
     def options(self) -> dict[str, Loose]:
-        return {name: getattr(self, name) for name in OPTION_FIELDS}
+        return {name: getattr(self, name) for name in OPTION_FIELDS} | whisper_values(self)
 
 
 class BatchItemOut(BaseModel):

@@ -109,7 +109,8 @@ def audio(
     sig: str = Query(..., max_length=128),
 ) -> FileResponse:
     """The job's audio, as submitted; ``Range`` requests are answered with 206."""
-    if not hmac.compare_digest(sig, sign(service, job_id, expires)):
+    # Bytes: a signature with characters beyond ASCII is simply wrong, not an error.
+    if not hmac.compare_digest(sig.encode(), sign(service, job_id, expires).encode()):
         raise HTTPException(403, "bad signature")
     if expires < time.time():
         raise HTTPException(403, "this audio URL has expired; ask for a new one")
