@@ -58,3 +58,11 @@ class ModelNotAvailable(VramscribeError):
 
 class EngineError(VramscribeError):
     """The transcription engine failed."""
+
+
+class SchedulerRunning(VramscribeError):
+    """Another vramscribe scheduler already runs on this store."""
+
+
+class LeaseLost(VramscribeError):
+    """This scheduler no longer holds the job's lease: another node owns it now."""

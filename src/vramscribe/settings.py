@@ -91,3 +91,12 @@ class ServiceConfig:
 
     run: RunSettings = field(default_factory=service_run)
     """Devices, threads, the hang timeout and the planner's settings."""
+
+    api_only: bool = False
+    """Serve the API without scheduling: jobs are stored for the store's scheduler(s)."""
+
+    address: str | None = None
+    """Where this service listens, named by a second scheduler that is refused."""
+
+    lease_s: float = 30.0
+    """How long a scheduler's lease on a job lasts unless its heartbeat renews it."""

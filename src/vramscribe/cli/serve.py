@@ -39,6 +39,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     type=click.IntRange(1),
 )
+@click.option(
+    "--api-only",
+    is_flag=True,
+    help="Serve the API without scheduling: a scheduler sharing the store runs the jobs.",
+)
 @run_options(keep_alive_s=SERVICE_KEEP_ALIVE_S)
 def serve(**opts: Any) -> None:
     """Run the service: HTTP API, live events, durable job store."""
@@ -64,6 +69,8 @@ def serve(**opts: Any) -> None:
         engine=opts["engine"],
         fake_config=fake_config(opts),
         run=run_settings(opts),
+        api_only=opts["api_only"],
+        address=f"http://{opts['host']}:{opts['port']}",
     )
     try:
         app = create_app(config)

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,10 @@ class Runner:
         self.loads_avoided = 0
         self._inbox: queue.Queue[tuple[int, Message | None] | Callable[[], None]] = queue.Queue()
         self._stop = False
+        self.accepts: Callable[[Task], bool] = lambda task: True
+        """Whether a finished job's result may be kept: False once its lease moved on."""
+        self.admission: Callable[[], AbstractContextManager[object]] = nullcontext
+        """Held around reading the devices and planning (the host-wide ledger's lock)."""
         run_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -198,6 +203,24 @@ class Runner:
                 worker.handle.wait(timeout_s)
         self._stop = True
 
+    def drop(self, job_id: str, reason: str) -> None:
+        """Forget a job that is no longer ours (its lease moved on, or it ended elsewhere).
+
+        No state change is made: the job's owner writes those. A worker running
+        it is killed; its memory is released like any other.
+        """
+        task = self.tasks.pop(job_id, None)
+        if task is None:
+            return
+        log.warning("job %s dropped: %s", job_id, reason)
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+        worker = self.workers.pop(job_id, None)
+        if worker is not None:
+            worker.error = None
+            worker.last_task, worker.task = worker.task, None
+            self._kill(worker)
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the scheduler's thread at its next wake-up (thread-safe)."""
         self._inbox.put(fn)
@@ -228,8 +251,9 @@ class Runner:
         now = self.clock()
         self._reap(now)
         self._check_hangs(now)
-        self._read_devices(now)
-        self._admit(now)
+        with self.admission():
+            self._read_devices(now)
+            self._admit(now)
         self._publish(Tick())
 
     def _drain_inbox(self, timeout: float) -> None:
@@ -504,6 +528,9 @@ class Runner:
 
     # -- outcomes ------------------------------------------------------------------
     def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
+        if not self.accepts(task):
+            self.drop(task.job.id, "result discarded: the job's lease is held elsewhere")
+            return
         problem = write_outputs(result, task.outputs)
         if problem is not None:
             self._failed(worker, task, now, FailureKind.CRASH, problem)

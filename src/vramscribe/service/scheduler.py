@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 import time
 
+from vramscribe.cluster.ownership import Ownership
+from vramscribe.cluster.watch import StoreWatcher, cancel_in_store
 from vramscribe.runtime.events import JobChanged, ProgressMade, RunnerEvent, Tick, payload, task_of
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
@@ -36,6 +38,22 @@ class SchedulerService:
             Store(config.store_url) if config.store_url else Store.open_data_dir(config.data_dir)
         )
         self.run: Run = open_run(store, config.run, config.data_dir)
+        self.ownership: Ownership | None = None
+        self._watcher: StoreWatcher | None = None
+        if config.api_only:
+            self.run.schedules = False
+        else:
+            try:
+                self.ownership = Ownership(
+                    self.run,
+                    config.data_dir,
+                    config.store_url,
+                    address=config.address,
+                    lease_s=config.lease_s,
+                )
+            except BaseException:
+                self.run.close()
+                raise
         self.events = Broadcaster()
         self.runner.listeners.append(self._on_runner_event)
         self._progress_written: dict[str, float] = {}
@@ -53,21 +71,33 @@ class SchedulerService:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
-        self.recovered = self.run.recover()
-        for rec in self.store.pending():
-            self.run.resume(rec)
+        if self.ownership is None:  # API only: a scheduler elsewhere runs the jobs
+            self._watcher = StoreWatcher(self.store, self._final, self._lock)
+            self._watcher.start()
+            return
+        self.recovered = self.ownership.start()
+        self.run.orphans_ended = self.ownership.orphans_ended
         self.run.start()
 
     def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         self.run.stop()
+        if self.ownership is not None:
+            self.ownership.stop()
         self.run.close()
 
     @property
     def alive(self) -> bool:
+        if self._watcher is not None:
+            return self._watcher.alive
         return self.run.alive
 
     # -- called from request handlers ---------------------------------------------
     def cancel(self, job_id: str, timeout: float = 10.0) -> None:
+        if self.ownership is None or job_id not in self.runner.tasks:
+            cancel_in_store(self.store, job_id, time.time())  # queued or running elsewhere
+            return
         done = self.final_event(job_id)
         self.runner.call_soon(lambda: self.runner.cancel(job_id, "cancelled by client"))
         done.wait(timeout)

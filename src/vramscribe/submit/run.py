@@ -18,6 +18,7 @@ from typing import IO
 
 from vramscribe.audio import probe_duration
 from vramscribe.core.footprints import FootprintBook
+from vramscribe.devices.base import Device
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound
@@ -28,8 +29,9 @@ from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
 from vramscribe.runtime.timeline import Timeline
 from vramscribe.settings import RunSettings
+from vramscribe.store.leases import Leases
 from vramscribe.store.records import JobRecord
-from vramscribe.store.store import Store
+from vramscribe.store.store import FOOTPRINT_KEY, Store
 from vramscribe.submit.build import build_job, choose_model
 from vramscribe.submit.request import JobRequest
 
@@ -49,6 +51,12 @@ class Run:
         self.persister = StorePersister(store)
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
         self.orphans_ended: list[int] = []
+        self.leases: Leases | None = None
+        """This run's leases when it schedules a shared store (see ``cluster.ownership``)."""
+        self.schedules = True
+        """False for an API-only service: jobs are stored for a scheduler elsewhere."""
+        self.footprint_key = FOOTPRINT_KEY
+        """The kind of GPU this run's footprints were learned on (``footprint_scope``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,6 +88,10 @@ class Run:
             request, model, cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s
         )
         record = self.store.add(new.record)
+        if not self.schedules or (
+            failure is None and self.leases is not None and not self.leases.take(record.id, now)
+        ):
+            return record  # a scheduler claims it from the store
         if failure is not None:
             self._on_runner_thread(lambda: self.runner.fail_now(new.task, failure))
         else:
@@ -121,7 +133,7 @@ class Run:
         """Flush the timeline, keep what was learned, release the store."""
         self.timeline.close()
         with contextlib.suppress(Exception):
-            self.store.save_footprints(self.book)
+            self.store.save_footprints(self.book, self.footprint_key)
         self.store.close()
 
     # -- plumbing --------------------------------------------------------------------
@@ -134,7 +146,7 @@ class Run:
 
     def _save_footprints(self, event: RunnerEvent) -> None:
         if isinstance(event, JobChanged) and event.task.job.state.is_final:
-            self.store.save_footprints(self.book)
+            self.store.save_footprints(self.book, self.footprint_key)
 
 
 def open_run(
@@ -152,10 +164,11 @@ def open_run(
     """
     try:
         devices = pick_devices(settings.device, settings.cpu_threads)
+        scope = footprint_scope(devices)
         runner = Runner(
             devices,
             settings.scheduler,
-            store.load_footprints(),
+            store.load_footprints(scope),
             run_dir=new_run_dir(data_dir),
             hang_timeout_s=settings.hang_timeout_s,
         )
@@ -163,9 +176,18 @@ def open_run(
         store.close()
         raise
     run = Run(store, runner, settings, records_bad_input=records_bad_input)
+    run.footprint_key = scope
     if recover:
         run.recover()
     return run
+
+
+def footprint_scope(devices: list[Device]) -> str:
+    """The key footprints are learned under: the GPUs' names (``gpu:NVIDIA H200``), so
+    a book learned on one kind of GPU is not applied to another; ``default`` without GPUs."""
+    names = sorted({str(getattr(d, "name", "")) for d in devices if d.kind == "cuda"})
+    names = [n for n in names if n]
+    return "gpu:" + "+".join(names) if names else FOOTPRINT_KEY
 
 
 _HELD: list[IO[str]] = []
