@@ -168,7 +168,12 @@ class Leases:
             if not lapsed:
                 return False
             pid = row.worker_pid if mine else None
-            who = "vramscribe stopped" if lease is None else f"node {lease.node_id} lost its lease"
+            if lease is None:
+                who = "vramscribe stopped"
+            elif lease.until < now:
+                who = f"node {lease.node_id} stopped renewing its lease"
+            else:
+                who = f"vramscribe stopped on node {lease.node_id}"
             reason = f"recovered after {who} (attempt {row.attempts} interrupted)"
             cleared = {"worker_pid": None, "device_id": None, "progress_s": 0.0}
             _apply(session, row, JobState.PENDING, now, reason, cleared)
