@@ -61,10 +61,10 @@ def test_a_second_scheduler_on_an_sqlite_data_folder_refuses_naming_the_first(
     args, cfg = fake_gpu(tmp_path)
     first = start_service(tmp_path, *args, fake=cfg)
     services.append(first)
-    port = free_port()
+    command = [sys.executable, "-m", "vramscribe", "serve", "--data-dir", str(first.data_dir)]
+    fake = ["--engine", "fake", "--fake-config", json.dumps(cfg)]
     second = subprocess.run(
-        [sys.executable, "-m", "vramscribe", "serve", "--data-dir", str(first.data_dir)]
-        + ["--port", str(port), *args, "--engine", "fake", "--fake-config", json.dumps(cfg)],
+        [*command, "--port", str(free_port()), *args, *fake],
         capture_output=True,
         text=True,
         timeout=120,
