@@ -27,12 +27,6 @@ from tests.databases import postgres_url
 from vramscribe.devices.shared_fake import SharedFakeDevice
 
 
-@pytest.fixture(autouse=True)
-def _host_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The host folder (scheduler locks of shared stores, the ledger) is the test's own."""
-    monkeypatch.setenv("VRAMSCRIBE_HOST_DIR", str(tmp_path / "host"))
-
-
 @pytest.fixture
 def shared_pg() -> Iterator[str]:
     """A PostgreSQL URL that sees only a fresh schema of its own."""

@@ -17,16 +17,15 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import IO, Any
 
 from vramscribe.errors import SchedulerRunning
+from vramscribe.paths import host_dir
 
 NODE_ID_FILE = "node_id"
-HOST_DIR_ENV = "VRAMSCRIBE_HOST_DIR"
 
 
 def node_id(data_dir: Path) -> str:
@@ -43,16 +42,6 @@ def node_id(data_dir: Path) -> str:
             return text
         time.sleep(0.01)
     raise SchedulerRunning(f"{path} is empty; remove it and start again")
-
-
-def host_dir() -> Path:
-    """The folder every vramscribe process on this host shares (made on first use)."""
-    configured = os.environ.get(HOST_DIR_ENV)
-    folder = Path(configured) if configured else Path(tempfile.gettempdir()) / "vramscribe"
-    folder.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):
-        folder.chmod(0o1777)  # several users' processes share it, like /tmp
-    return folder
 
 
 def scheduler_lock_path(data_dir: Path, store_url: str | None) -> Path:

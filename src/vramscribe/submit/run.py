@@ -22,8 +22,9 @@ from vramscribe.devices.base import Device
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound
-from vramscribe.paths import new_run_dir
+from vramscribe.paths import host_dir, new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
+from vramscribe.runtime.ledger import LEDGER_FILE, HostLedger, attach, share_reservations
 from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
@@ -55,6 +56,8 @@ class Run:
         """This run's leases when it schedules a shared store (see ``cluster.ownership``)."""
         self.schedules = True
         """False for an API-only service: jobs are stored for a scheduler elsewhere."""
+        self.ledger: HostLedger | None = None
+        """The host-wide reservation ledger this run plans with (left on close)."""
         self.footprint_key = FOOTPRINT_KEY
         """The kind of GPU this run's footprints were learned on (``footprint_scope``)."""
         self._stop = threading.Event()
@@ -132,6 +135,9 @@ class Run:
     def close(self) -> None:
         """Flush the timeline, keep what was learned, release the store."""
         self.timeline.close()
+        if self.ledger is not None:
+            with contextlib.suppress(OSError):
+                self.ledger.leave()
         with contextlib.suppress(Exception):
             self.store.save_footprints(self.book, self.footprint_key)
         self.store.close()
@@ -165,8 +171,9 @@ def open_run(
     try:
         devices = pick_devices(settings.device, settings.cpu_threads)
         scope = footprint_scope(devices)
+        ledger = HostLedger(host_dir() / LEDGER_FILE)
         runner = Runner(
-            devices,
+            share_reservations(devices, ledger),
             settings.scheduler,
             store.load_footprints(scope),
             run_dir=new_run_dir(data_dir),
@@ -175,8 +182,10 @@ def open_run(
     except BaseException:
         store.close()
         raise
+    attach(runner, ledger)
     run = Run(store, runner, settings, records_bad_input=records_bad_input)
     run.footprint_key = scope
+    run.ledger = ledger
     if recover:
         run.recover()
     return run
