@@ -27,6 +27,8 @@ log = logging.getLogger("vramscribe.cluster")
 
 HEARTBEAT_S = 1.0
 """How often a scheduler renews its leases and claims new jobs."""
+CLAIM_S = 0.2
+"""How often a scheduler looks for new pending jobs (one indexed query)."""
 QUEUE_DEPTH = 1000
 """Pending jobs a scheduler keeps claimed; more are claimed as these start."""
 
@@ -53,7 +55,7 @@ class Ownership:
         self.leases = Leases(run.store, self.holder)
         self.heartbeat_s = heartbeat_s
         self.orphans_ended: list[int] = []
-        self._last = float("-inf")
+        self._last = self._claimed = float("-inf")
         run.persister.holder = self.holder.token
         run.persister.on_lost = self._lost
         run.leases = self.leases
@@ -85,10 +87,12 @@ class Ownership:
         if not isinstance(event, Tick):
             return
         now = self.run.runner.clock()
-        if now - self._last < self.heartbeat_s:
-            return
-        self._last = now
-        self.beat(now)
+        if now - self._last >= self.heartbeat_s:
+            self._last = self._claimed = now
+            self.beat(now)
+        elif now - self._claimed >= CLAIM_S:
+            self._claimed = now
+            self._claim(now)
 
     def beat(self, now: float) -> None:
         runner = self.run.runner
