@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, fail, transition
-from vramscribe.core.observe import DeviceInfo, MemorySplit, PolicyShell, Tracked
+from vramscribe.core.observe import DeviceInfo, MemorySplit, Observation, PolicyShell, Tracked
 from vramscribe.core.planner import Plan, Start, plan
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import FailureKind, apply_failure
@@ -136,6 +136,8 @@ class Runner:
         self._stop = False
         self.accepts: Callable[[Task], bool] = lambda task: True
         """Whether a finished job's result may be kept: False once its lease moved on."""
+        self.last_seen: Observation | None = None
+        """The planner's input at the last step (a Ray node agent sends it to the head)."""
         self.admission: Callable[[], AbstractContextManager[object]] = nullcontext
         """Held around reading the devices and planning (the host-wide ledger's lock)."""
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +222,19 @@ class Runner:
             worker.error = None
             worker.last_task, worker.task = worker.task, None
             self._kill(worker)
+
+    def start_planned(self, task: Task, start: Start) -> bool:
+        """Start a job as another process's planner chose (the Ray head); False if the
+        idle instance it chose is gone (the job then waits in this runner's queue)."""
+        self.add(task)
+        if start.instance_id is None:
+            self._spawn(task, start, self.clock())
+            return True
+        worker = self.idle.pop(start.instance_id, None)
+        if worker is None:
+            return False
+        self._assign(task, worker, start, self.clock())
+        return True
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the scheduler's thread at its next wake-up (thread-safe)."""
@@ -397,6 +412,7 @@ class Runner:
     def _admit(self, now: float) -> None:
         infos = [DeviceInfo(d.id, d.kind, d.max_instances) for d in self.devices.values()]
         seen = self.shell.observe(now, self.readings, infos, self.unreadable)
+        self.last_seen = seen
         for dev_id in seen.unattributed:
             log.warning("%s does not attribute memory to our processes; using reservations", dev_id)
         for inst in seen.released:

@@ -105,6 +105,37 @@ class Leases:
             )
             return set(held)
 
+    def release(self, job_id: str) -> None:
+        """Give up one job's lease (it is back in a global queue, for any node to take)."""
+        with self.store._write() as session:
+            session.execute(
+                delete(LeaseRow).where(
+                    LeaseRow.job_id == job_id, LeaseRow.holder == self.holder.token
+                )
+            )
+
+    def give_back(self, now: float, reason: str) -> list[str]:
+        """This holder is lost: its running jobs go back to pending with ``reason``, and
+        all its leases end. Returns the ids of every job it held that is not final."""
+        token = self.holder.token
+        with self.store._read() as session:
+            ids = list(
+                session.scalars(
+                    select(LeaseRow.job_id)
+                    .join(JobRow, JobRow.id == LeaseRow.job_id)
+                    .where(LeaseRow.holder == token, JobRow.status.not_in(_FINAL))
+                    .order_by(LeaseRow.job_id)
+                )
+            )
+        for job_id in ids:
+            with self.store._write() as session:
+                row = _locked(session, job_id)
+                if row is not None and row.status in _ACTIVE:
+                    cleared = {"worker_pid": None, "device_id": None, "progress_s": 0.0}
+                    _apply(session, row, JobState.PENDING, now, reason, cleared)
+        self.release_all()
+        return ids
+
     def release_all(self) -> None:
         """Give up every lease of this run (a clean stop): others may claim at once."""
         with self.store._write() as session:
