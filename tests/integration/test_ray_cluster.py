@@ -18,7 +18,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from tests.conftest import write_wav
+from tests.conftest import SPEECH_AUDIO, write_wav
 from vramscribe.cluster.ray_head import DEVICE_LABEL, RayHead
 from vramscribe.core.jobs import JobState
 from vramscribe.core.settings import Settings
@@ -26,6 +26,7 @@ from vramscribe.devices.shared_fake import SharedFakeDevice
 from vramscribe.store import Store
 from vramscribe.submit.build import build_job, choose_model
 from vramscribe.submit.request import JobRequest
+from vramscribe.wer import word_error_rate
 
 GPU_MB = 6000.0
 FAKE_MB = {"small": 1100, "medium": 2400}
@@ -77,9 +78,11 @@ def fake_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeClust
         stop_cluster(cluster)
 
 
-def submit(store: Store, folder: Path, n: int, seconds: float, model: str, gpu: Path) -> str:
+def submit(
+    store: Store, folder: Path, n: int, seconds: float, model: str, gpu: Path, speed: float = 4.0
+) -> str:
     audio = write_wav(folder / "in" / f"clip{n:02d}.wav", seconds)
-    fake = {"device_path": str(gpu), "memory_mb": FAKE_MB[model], "speed_x": 4.0, "load_s": 0.3}
+    fake = {"device_path": str(gpu), "memory_mb": FAKE_MB[model], "speed_x": speed, "load_s": 0.3}
     request = JobRequest(
         input=audio,
         model=model,
@@ -131,3 +134,73 @@ def test_sixty_jobs_of_mixed_models_and_priorities_run_once_across_three_nodes(
     assert len(head.placements) == 60  # each job leased once
     for device in fake_cluster.gpus.values():
         assert device.true_state().oom_events == 0
+
+
+def test_a_node_removed_mid_run_gives_its_jobs_back_and_nothing_runs_twice(
+    fake_cluster: FakeCluster, tmp_path: Path
+) -> None:
+    gpu = next(iter(fake_cluster.gpus.values())).path
+    handles = {n.node_id: n for n in fake_cluster.cluster.list_all_nodes() if not n.head}
+    with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        ids = [submit(store, tmp_path, n, 20.0, "small", gpu, speed=1.0) for n in range(9)]
+        head = RayHead(store, Settings(), tmp_path / "head", address=None)
+        load(store, head, ids)
+        victim = None
+        try:
+            while head.busy():
+                head.step()
+                running = {
+                    job: node
+                    for job, node in head.where.items()
+                    if head.tasks[job].job.state is JobState.PROCESSING
+                }
+                if victim is None and len(set(running.values())) >= 2:
+                    victim = next(iter(running.values()))
+                    fake_cluster.cluster.remove_node(handles[victim], allow_graceful=False)
+        finally:
+            head.close()
+        assert victim is not None, "no node ran anything"
+        check_once(store, ids)
+        given_back = []
+        for job_id in ids:
+            record = store.get(job_id)
+            assert record is not None
+            if any(f"node {victim} was lost" in h.reason for h in record.history):
+                given_back.append(job_id)
+                ran_on = [node for job, node in head.placements if job == job_id]
+                assert victim in ran_on and ran_on[-1] != victim, ran_on
+        assert given_back, "the removed node had no job to give back"
+    assert victim in head.lost
+    for node, device in fake_cluster.gpus.items():
+        if node != victim:
+            assert device.true_state().oom_events == 0
+
+
+def test_the_real_engine_on_two_cpu_nodes_is_word_perfect(tmp_path: Path) -> None:
+    ray.shutdown()  # the module's fake cluster has its own driver connection
+    cluster = start_cluster(tmp_path, ["cpu", "cpu"])
+    refs = json.loads((SPEECH_AUDIO / "references.json").read_text())
+    reference = refs["jfk.flac"] if isinstance(refs["jfk.flac"], str) else refs["jfk.flac"]["text"]
+    try:
+        with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+            request = JobRequest(
+                input=SPEECH_AUDIO / "jfk.flac",
+                model="tiny.en",
+                outputs=(("txt", tmp_path / "out" / "jfk.txt"), ("json", tmp_path / "jfk.json")),
+            )
+            model = choose_model("tiny.en", "faster-whisper")
+            new = build_job(request, model, cpu_threads=1, now=1e9, audio_s=11.0)
+            store.add(new.record)
+            head = RayHead(store, Settings(), tmp_path / "head", address=None)
+            load(store, head, [new.record.id])
+            try:
+                head.run(timeout_s=300)
+            finally:
+                head.close()
+            record = store.get(new.record.id)
+            assert record is not None and record.status is JobState.COMPLETED, record
+    finally:
+        stop_cluster(cluster)
+    assert word_error_rate(reference, (tmp_path / "out" / "jfk.txt").read_text()) == 0.0
+    data = json.loads((tmp_path / "jfk.json").read_text())
+    assert data["model"] == "tiny.en" and abs(data["duration_s"] - 11.0) < 0.2

@@ -10,7 +10,8 @@ them itself. Each poll also carries back every job whose state changed (with
 the transcript of a finished one, for the head to write) and the jobs that
 went back to waiting here (a retry), which return to the global queue.
 
-The class is plain Python; :func:`agent_actor` wraps it as a Ray actor.
+The class is plain Python; :func:`agent_actor` wraps it as a Ray actor whose
+calls run one at a time in the order the head sent them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 from vramscribe.devices.select import pick_devices
 from vramscribe.paths import host_dir, new_run_dir
-from vramscribe.runtime.events import JobChanged, RunnerEvent
+from vramscribe.runtime.events import JobChanged, RunnerEvent, Tick
 from vramscribe.runtime.ledger import LEDGER_FILE, HostLedger, attach, share_reservations
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
@@ -88,6 +89,7 @@ class NodeAgent:
         attach(self.runner, ledger)
         self.runner.listeners.append(self._on_event)
         self._changed: dict[str, Task] = {}
+        self._waiting: list[tuple[list[NodeReport], threading.Event]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self.runner.run_until, args=(self._stop,), name="agent", daemon=True
@@ -96,8 +98,14 @@ class NodeAgent:
 
     # -- called by the head ----------------------------------------------------------------
     def poll(self) -> NodeReport:
-        report: NodeReport = self._on_runner(self._collect)
-        return report
+        """The node as of the end of the runner's next step, so that the jobs sent before
+        this poll are in its snapshot: the head never plans twice into the same memory."""
+        box: list[NodeReport] = []
+        done = threading.Event()
+        self.runner.call_soon(lambda: self._waiting.append((box, done)))
+        if not done.wait(POLL_TIMEOUT_S) or not box:
+            raise TimeoutError("the node's runner did not answer")
+        return box[0]
 
     def start(self, task: Task, start: Start, audio: bytes | None = None) -> None:
         """Run ``task`` as planned; ``audio``: the input's bytes where the node cannot read it."""
@@ -130,6 +138,12 @@ class NodeAgent:
     def _on_event(self, event: RunnerEvent) -> None:
         if isinstance(event, JobChanged):
             self._changed[event.task.job.id] = event.task
+        elif isinstance(event, Tick) and self._waiting:
+            report = self._collect()
+            for box, done in self._waiting:
+                box.append(report)
+                done.set()
+            self._waiting = []
 
     def _collect(self) -> NodeReport:
         runner = self.runner
@@ -160,21 +174,6 @@ class NodeAgent:
             copy.deepcopy(task.job), task.device_id, task.worker_pid, task.progress_s, transcript
         )
 
-    def _on_runner(self, fn: Any) -> Any:
-        box: list[Any] = []
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                box.append(fn())
-            finally:
-                done.set()
-
-        self.runner.call_soon(run)
-        if not done.wait(POLL_TIMEOUT_S) or not box:
-            raise TimeoutError("the node's runner did not answer")
-        return box[0]
-
 
 def _split(runner: Runner, dev_id: str) -> dict[str, float]:
     split = runner.memory_split(dev_id)
@@ -188,4 +187,4 @@ def agent_actor() -> Any:
     import ray
 
     remote: Any = ray.remote
-    return remote(num_cpus=0, max_restarts=0, max_concurrency=4)(NodeAgent)
+    return remote(num_cpus=0, max_restarts=0)(NodeAgent)
