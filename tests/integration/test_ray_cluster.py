@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +136,42 @@ def test_sixty_jobs_of_mixed_models_and_priorities_run_once_across_three_nodes(
     assert len(head.placements) == 60  # each job leased once
     for device in fake_cluster.gpus.values():
         assert device.true_state().oom_events == 0
+
+
+def test_the_cli_runs_a_batch_on_the_cluster(fake_cluster: FakeCluster, tmp_path: Path) -> None:
+    gpu = next(iter(fake_cluster.gpus.values())).path
+    for n in range(6):
+        write_wav(tmp_path / "in" / f"c{n}.wav", 2.0 + n)
+    fake = {"device_path": str(gpu), "memory_mb": 1100, "speed_x": 4.0, "load_s": 0.3}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vramscribe",
+            "transcribe",
+            str(tmp_path / "in"),
+            "--model",
+            "small",
+            "--engine",
+            "fake",
+            "--fake-config",
+            json.dumps(fake),
+            "--format",
+            "json",
+            "--ray",
+            fake_cluster.cluster.address,
+            "--shared-path",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "on the Ray cluster" in out.stderr
+    for n in range(6):
+        data = json.loads((tmp_path / "in" / f"c{n}.json").read_text())
+        assert abs(data["duration_s"] - (2.0 + n)) < 0.1
 
 
 def test_a_node_removed_mid_run_gives_its_jobs_back_and_nothing_runs_twice(

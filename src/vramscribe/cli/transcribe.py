@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from vramscribe.cli.batch import print_summary, run_batch
+from vramscribe.cli.cluster import ray_options, run_batch_on_ray
 from vramscribe.cli.options import (
     DEFAULT_PRIORITY_NAME,
     fake_config,
@@ -88,6 +89,7 @@ _OPTION_OF = {"vad_filter": "--vad", "outputs": "--format"}
     help=f"Output formats (repeatable; default: {' and '.join(DEFAULT_FORMATS)}).",
 )
 @click.option("--overwrite", is_flag=True, help="Redo files whose outputs already exist.")
+@ray_options
 @run_options(keep_alive_s=default(Settings, "keep_alive_s"))
 def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
     """Transcribe audio files and folders (searched recursively).
@@ -149,7 +151,10 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         say(f"resuming {resumed} job(s) an interrupted run left unfinished", console)
     if skipped:
         say(f"skipping {skipped} file(s) whose outputs exist (use --overwrite to redo)", console)
-    if not run_batch(run, console):
+    if opts["ray_address"]:
+        if not run_batch_on_ray(run, opts["ray_address"], opts["shared_path"], console):
+            return 130
+    elif not run_batch(run, console):
         return 130
     tasks = list(run.runner.tasks.values())
     print_summary(console, tasks, run.runner, started)

@@ -31,6 +31,7 @@ from vramscribe.core.jobs import JobState
 from vramscribe.core.planner import plan
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.settings import Settings
+from vramscribe.errors import VramscribeError
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.outcome import write_outputs
 from vramscribe.runtime.persist import StorePersister, task_from_record
@@ -42,6 +43,7 @@ log = logging.getLogger("vramscribe.cluster")
 DEVICE_LABEL = "vramscribe.device"
 DISCOVER_S = 2.0
 POLL_S = 0.2
+NODES_WAIT_S = 60.0
 ANSWER_S = 20.0
 """An agent that does not answer a poll for this long is lost."""
 
@@ -105,11 +107,14 @@ class RayHead:
     def busy(self) -> bool:
         return any(not t.job.state.is_final for t in self.tasks.values())
 
-    def run(self, timeout_s: float = 3600.0) -> list[Task]:
-        """Step until every job is final; the tasks."""
-        deadline = time.monotonic() + timeout_s
-        while self.busy() and time.monotonic() < deadline:
+    def run(self, timeout_s: float = 24 * 3600.0) -> list[Task]:
+        """Step until every job is final; the tasks. Raises ``NoNodes`` when no node with
+        devices joined within ``NODES_WAIT_S``."""
+        began = time.monotonic()
+        while self.busy() and time.monotonic() - began < timeout_s:
             self.step()
+            if not self.nodes and time.monotonic() - began > NODES_WAIT_S:
+                raise NoNodes()
             time.sleep(POLL_S)
         return list(self.tasks.values())
 
@@ -275,6 +280,11 @@ class RayHead:
                 listener(event)
             except Exception:
                 log.exception("event listener failed on %s", event.type)
+
+
+class NoNodes(VramscribeError):
+    """No node of the Ray cluster has devices for vramscribe: start GPU nodes, or label a
+    node with its devices (ray start --labels vramscribe.device=cpu)."""
 
 
 def _device_of(node: dict[str, Any]) -> str | None:
