@@ -100,3 +100,9 @@ class ServiceConfig:
 
     lease_s: float = 30.0
     """How long a scheduler's lease on a job lasts unless its heartbeat renews it."""
+
+    ray_address: str | None = None
+    """Run jobs on a Ray cluster (``auto`` or an address); None: on this machine's devices."""
+
+    shared_path: Path | None = None
+    """Storage every Ray node mounts at the same path (audio under it goes by path)."""

@@ -174,6 +174,36 @@ def test_the_cli_runs_a_batch_on_the_cluster(fake_cluster: FakeCluster, tmp_path
         assert abs(data["duration_s"] - (2.0 + n)) < 0.1
 
 
+def test_the_service_as_head_runs_uploads_on_the_nodes_and_shows_every_node(
+    fake_cluster: FakeCluster, tmp_path: Path
+) -> None:
+    from tests.acceptance.conftest import start_service
+    from tests.acceptance.test_service_fake import upload_clips, wait_all
+
+    gpu = next(iter(fake_cluster.gpus.values())).path
+    fake = {"device_path": str(gpu), "memory_mb": 1100, "speed_x": 4.0, "load_s": 0.3}
+    ray.shutdown()  # the service is the cluster's driver now
+    service = start_service(
+        tmp_path, "--ray", fake_cluster.cluster.address, "--model", "small", fake=fake
+    )
+    try:
+        with service.client() as c:
+            ids = upload_clips(c, tmp_path / "in", 8, 3.0)
+            jobs = wait_all(c, ids)
+            assert [j["status"] for j in jobs.values()] == ["completed"] * 8
+            for job in jobs.values():
+                assert [h["to"] for h in job["history"]].count("completed") == 1
+            devices = c.get("/v1/devices").json()["devices"]
+            assert {d["node"] for d in devices} == set(fake_cluster.gpus)
+            metrics = c.get("/metrics").text
+            for node in fake_cluster.gpus:
+                assert f'device="{node[:8]}/fake:0"' in metrics
+    finally:
+        service.proc.terminate()
+        service.proc.wait(timeout=60)
+        ray.init(address=fake_cluster.cluster.address, include_dashboard=False, log_to_driver=False)
+
+
 def test_a_node_removed_mid_run_gives_its_jobs_back_and_nothing_runs_twice(
     fake_cluster: FakeCluster, tmp_path: Path
 ) -> None:

@@ -11,15 +11,10 @@ from rich.console import Console
 
 from vramscribe.console import say
 from vramscribe.core.jobs import JobState
-from vramscribe.errors import VramscribeError
 from vramscribe.submit.run import Run
 from vramscribe.view import PlainLog
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class RayUnavailable(VramscribeError):
-    """Ray is not installed: install the ray extra (pip install 'vramscribe[ray]')."""
 
 
 def ray_options(fn: F) -> F:
@@ -38,20 +33,11 @@ def ray_options(fn: F) -> F:
     )(fn)
 
 
-def ray_address(value: str) -> str | None:
-    """What ``ray.init`` takes for ``--ray``; ``local`` starts a cluster of one here."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise RayUnavailable() from None
-    return None if value == "local" else value
-
-
 def run_batch_on_ray(run: Run, address: str, shared: Path | None, console: Console) -> bool:
     """Run the batch's queued jobs on the cluster; True when every job reached an end."""
     import ray
 
-    from vramscribe.cluster.ray_head import RayHead
+    from vramscribe.cluster.ray_head import RayHead, ray_address
 
     head = RayHead(
         run.store,

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from vramscribe.cli.cluster import ray_options
 from vramscribe.cli.options import fake_config, job_default, run_options, run_settings
 from vramscribe.console import error, stderr_console
 from vramscribe.errors import VramscribeError
@@ -44,6 +45,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     is_flag=True,
     help="Serve the API without scheduling: a scheduler sharing the store runs the jobs.",
 )
+@ray_options
 @run_options(keep_alive_s=SERVICE_KEEP_ALIVE_S)
 def serve(**opts: Any) -> None:
     """Run the service: HTTP API, live events, durable job store."""
@@ -70,6 +72,8 @@ def serve(**opts: Any) -> None:
         fake_config=fake_config(opts),
         run=run_settings(opts),
         api_only=opts["api_only"],
+        ray_address=opts["ray_address"],
+        shared_path=opts["shared_path"],
         address=f"http://{opts['host']}:{opts['port']}",
     )
     try:

@@ -161,7 +161,9 @@ class NodeAgent:
                 runner.tasks.pop(job_id, None)
         self._changed = {}
         report.devices = [
-            {"id": d.id, "kind": d.kind, **_split(runner, d.id)} for d in runner.devices.values()
+            {"id": d.id, "kind": d.kind, **split}
+            for d in runner.devices.values()
+            if (split := _split(runner, d.id))
         ]
         return report
 
@@ -175,11 +177,30 @@ class NodeAgent:
         )
 
 
-def _split(runner: Runner, dev_id: str) -> dict[str, float]:
+def _split(runner: Runner, dev_id: str) -> dict[str, Any]:
+    """The device as ``/v1/devices`` shows it (``service.views.device_report``'s fields)."""
+    from vramscribe.service.views import instance_state
+
     split = runner.memory_split(dev_id)
     if split is None:
         return {}
-    return {"total_mb": split.total_mb, "free_mb": split.free_mb, "ours_mb": split.ours_mb}
+    return {
+        "total_mb": split.total_mb,
+        "others_mb": split.others_mb,
+        "ours_mb": split.ours_mb,
+        "reserved_mb": split.reserved_mb,
+        "free_mb": split.free_mb,
+        "instances": [
+            {
+                "job_id": i.job_id,
+                "state": instance_state(i),
+                "pid": i.pid,
+                "reserved_mb": i.reserved_mb,
+                "observed_mb": i.observed_mb,
+            }
+            for i in split.instances
+        ],
+    }
 
 
 def agent_actor() -> Any:

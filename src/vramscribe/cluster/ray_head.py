@@ -104,6 +104,19 @@ class RayHead:
         if task.job.state is JobState.PENDING:
             self.queue.push(task.job)
 
+    def forget(self, job_id: str) -> None:
+        """A job that ended outside the head (cancelled in the store): stop running it."""
+        task = self.tasks.pop(job_id, None)
+        if task is None:
+            return
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+        node = self.where.pop(job_id, None)
+        link = self.nodes.get(node) if node else None
+        if link is not None:
+            link.agent.drop.remote(job_id)
+            link.leases.release(job_id)
+
     def busy(self) -> bool:
         return any(not t.job.state.is_final for t in self.tasks.values())
 
@@ -280,6 +293,19 @@ class RayHead:
                 listener(event)
             except Exception:
                 log.exception("event listener failed on %s", event.type)
+
+
+class RayUnavailable(VramscribeError):
+    """Ray is not installed: install the ray extra (pip install 'vramscribe[ray]')."""
+
+
+def ray_address(value: str) -> str | None:
+    """What ``ray.init`` takes for ``--ray``; ``local`` starts a cluster of one here."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RayUnavailable() from None
+    return None if value == "local" else value
 
 
 class NoNodes(VramscribeError):

@@ -12,12 +12,16 @@ from __future__ import annotations
 import threading
 import time
 
+from vramscribe.cluster.node import SchedulerLock, node_id, scheduler_lock_path
 from vramscribe.cluster.ownership import Ownership
+from vramscribe.cluster.ray_service import RayScheduling
 from vramscribe.cluster.watch import StoreWatcher, cancel_in_store
 from vramscribe.runtime.events import JobChanged, ProgressMade, RunnerEvent, Tick, payload, task_of
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
 from vramscribe.service.events import Broadcaster, Event
+from vramscribe.service.schemas import DeviceOut
+from vramscribe.service.views import device_report
 from vramscribe.settings import ServiceConfig
 from vramscribe.store.store import Store
 from vramscribe.submit.run import Run, open_run
@@ -40,8 +44,11 @@ class SchedulerService:
         self.run: Run = open_run(store, config.run, config.data_dir)
         self.ownership: Ownership | None = None
         self._watcher: StoreWatcher | None = None
+        self.ray: RayScheduling | None = None
         if config.api_only:
             self.run.schedules = False
+        elif config.ray_address:
+            self._start_ray_head(config)
         else:
             try:
                 self.ownership = Ownership(
@@ -70,7 +77,27 @@ class SchedulerService:
         return self.run.runner
 
     # -- lifecycle -----------------------------------------------------------------
+    def _start_ray_head(self, config: ServiceConfig) -> None:
+        """The head of a Ray cluster: the store's one scheduler, running jobs on the nodes."""
+        from vramscribe.cluster.ray_head import ray_address
+
+        self.run.schedules = False
+        try:
+            self._scheduler_lock = SchedulerLock.acquire(
+                scheduler_lock_path(config.data_dir, config.store_url),
+                node=node_id(config.data_dir),
+                address=config.address,
+            )
+            address = ray_address(config.ray_address or "auto")
+            self.ray = RayScheduling(self.run, address, config.shared_path, self._on_runner_event)
+        except BaseException:
+            self.run.close()
+            raise
+
     def start(self) -> None:
+        if self.ray is not None:
+            self.recovered = self.ray.start()
+            return
         if self.ownership is None:  # API only: a scheduler elsewhere runs the jobs
             self._watcher = StoreWatcher(self.store, self._final, self._lock)
             self._watcher.start()
@@ -80,6 +107,9 @@ class SchedulerService:
         self.run.start()
 
     def stop(self) -> None:
+        if self.ray is not None:
+            self.ray.stop()
+            self._scheduler_lock.release()
         if self._watcher is not None:
             self._watcher.stop()
         self.run.stop()
@@ -89,13 +119,26 @@ class SchedulerService:
 
     @property
     def alive(self) -> bool:
+        if self.ray is not None:
+            return self.ray.alive
         if self._watcher is not None:
             return self._watcher.alive
         return self.run.alive
 
+    def devices(self) -> list[DeviceOut]:
+        """Every device this service schedules: its own, and under Ray every node's."""
+        if self.ray is None:
+            return device_report(self.runner)
+        out = []
+        for link in list(self.ray.head.nodes.values()):
+            for dev in link.devices:
+                out.append(DeviceOut(**{**dev, "id": f"{link.node_id[:8]}/{dev['id']}"},
+                                     node=link.node_id))  # fmt: skip
+        return out
+
     # -- called from request handlers ---------------------------------------------
     def cancel(self, job_id: str, timeout: float = 10.0) -> None:
-        if self.ownership is None or job_id not in self.runner.tasks:
+        if self.ownership is None or job_id not in self.runner.tasks:  # also under Ray
             cancel_in_store(self.store, job_id, time.time())  # queued or running elsewhere
             return
         done = self.final_event(job_id)

@@ -94,6 +94,8 @@ class DeviceOut(BaseModel):
     reserved_mb: float
     free_mb: float
     instances: list[InstanceOut]
+    node: str | None = None
+    """The Ray node it belongs to (serve --ray); None on a single machine."""
 
 
 class DeviceList(BaseModel):
