@@ -41,7 +41,12 @@ def devices(device: str) -> None:
 
 @click.command()
 @click.argument("source")
-@click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
+@click.option(
+    "--gpus",
+    default="1x24g",
+    show_default=True,
+    help="e.g. 2x24g, 8x80g, 1x16g; 4x(2x24g): four machines",
+)
 @click.option("--model", default="large-v3", show_default=True)
 def simulate(source: str, gpus: str, model: str) -> None:
     """Plan capacity: how long a folder of audio (or a scenario file) would take."""
