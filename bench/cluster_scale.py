@@ -1,8 +1,14 @@
-"""Scaling over nodes: 1, 2 and 4 schedulers sharing one PostgreSQL queue.
+"""Scaling over nodes: 1, 2 and 4 simulated nodes, on Ray or on one PostgreSQL queue.
 
-    python bench/cluster_scale.py --store postgresql+psycopg://USER@HOST/DB [--nodes 1,2,4]
+    python bench/cluster_scale.py [--mode ray|store] [--nodes 1,2,4] [--store PG_URL]
 
-Each simulated node is a real ``vramscribe serve`` process with its own data
+``--mode ray`` (default): a local ``ray.cluster_utils.Cluster`` with one node
+per simulated machine, each labelled with its own shared fake GPU, and the
+head (:class:`~vramscribe.cluster.ray_head.RayHead`) in this process over a
+SQLite store: the head polls every agent each 0.2 s (the default poll
+interval), plans for each node over the global queue and leases jobs to it.
+
+``--mode store``: each simulated node is a real ``vramscribe serve`` process with its own data
 folder (so its own node id), its own host folder and its own shared fake GPU
 (6000 MB, the fake engine: 1100 MB per instance, 20x real time, 0.5 s load),
 all sharing one PostgreSQL schema; an ``--api-only`` service takes the
@@ -170,19 +176,119 @@ def run_mix(c: httpx.Client, nodes: int) -> dict[str, float]:
     }
 
 
+def measure_ray(nodes: int, tmp: Path, root: Path) -> dict[str, float]:
+    """The same mix through a Ray head over ``nodes`` labelled nodes."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from vramscribe.cluster.ray_head import DEVICE_LABEL, RayHead
+    from vramscribe.core.settings import Settings
+    from vramscribe.devices.shared_fake import SharedFakeDevice
+    from vramscribe.store import Store
+
+    folder = tmp / f"ray{nodes}"
+    folder.mkdir()
+    os.environ["VRAMSCRIBE_HOST_DIR"] = str(folder / "host")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    gpu = folder / "gpu0.json"
+    for n in range(nodes):
+        SharedFakeDevice.create(folder / f"gpu{n}.json", total_mb=6000)
+        cluster.add_node(num_cpus=1, labels={DEVICE_LABEL: f"fake:{folder / f'gpu{n}.json'}"})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+    try:
+        with Store(f"sqlite:///{folder / 'store.db'}") as store:
+            head = RayHead(store, Settings(), folder / "head", address=None, shared_path=root)
+            submit = RaySubmit(store, head, root, folder, gpu)
+            for _ in range(nodes):  # wait for every agent before timing anything
+                submit.one(5)
+            while len([n for n in head.nodes.values() if n.ready]) < nodes:
+                head.step()
+            try:
+                return run_mix_ray(submit, head, nodes)
+            finally:
+                head.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
+
+
+class RaySubmit:
+    """New stored jobs for the head, each of ``seconds`` of fake audio."""
+
+    def __init__(self, store: Any, head: Any, root: Path, folder: Path, gpu: Path) -> None:
+        self.store, self.head, self.root, self.folder, self.gpu = store, head, root, folder, gpu
+        self.n = 0
+
+    def one(self, seconds: int, priority: int = 50) -> str:
+        from vramscribe.runtime.persist import task_from_record
+        from vramscribe.submit.build import build_job, choose_model
+        from vramscribe.submit.request import JobRequest
+
+        self.n += 1
+        out = self.folder / "out" / f"j{self.n}.json"
+        request = JobRequest(
+            input=self.root / f"a{seconds}.wav", model="small", priority=priority, engine="fake",
+            fake={**FAKE, "device_path": str(self.gpu)}, outputs=(("json", out),),
+        )  # fmt: skip
+        built = build_job(
+            request, choose_model("small", "fake"), cpu_threads=1, now=time.time(), audio_s=seconds
+        )
+        record = self.store.add(built.record)
+        self.head.add(task_from_record(record))
+        return str(record.id)
+
+
+def run_mix_ray(submit: RaySubmit, head: Any, nodes: int) -> dict[str, float]:
+    head.run()
+    latency = []
+    for n in range(10):
+        job_id = submit.one(SECONDS[n % 2])
+        head.run()
+        job = head.tasks[job_id].job
+        started = min(h.time for h in job.history if h.to_state.value == "loading")
+        latency.append(started - job.submitted_at)
+    began = time.time()
+    ids = [submit.one(SECONDS[n % len(SECONDS)], (10, 50, 90)[n % 3]) for n in range(JOBS)]
+    head.run()
+    jobs = [head.tasks[i].job for i in ids]
+    assert all(j.state.value == "completed" for j in jobs)
+
+    def at(job: Any, to: str) -> float:
+        return float(min(h.time for h in job.history if h.to_state.value == to))
+
+    wall = max(at(j, "completed") for j in jobs) - began
+    busy = sum(at(j, "completed") - at(j, "loading") for j in jobs)
+    return {
+        "nodes": nodes,
+        "wall_s": wall,
+        "jobs_per_s": JOBS / wall,
+        "audio_x": sum(j.audio_s for j in jobs) / wall,
+        "overhead_s": max(0.0, wall * nodes * 4 - busy) / JOBS,
+        "start_p50_ms": statistics.median(latency) * 1000,
+        "start_max_ms": max(latency) * 1000,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="scaling over scheduler nodes")
+    parser.add_argument("--mode", choices=("ray", "store"), default="ray")
     parser.add_argument("--store", default=os.environ.get("VRAMSCRIBE_TEST_PG_URL"))
     parser.add_argument("--nodes", default="1,2,4")
     args = parser.parse_args(argv)
-    if not args.store:
+    if args.mode == "store" and not args.store:
         parser.error("give --store (a PostgreSQL URL) or set VRAMSCRIBE_TEST_PG_URL")
     tmp = Path(tempfile.mkdtemp(prefix="vramscribe-cluster-"))
     root = tmp / "audio"
     root.mkdir()
     for seconds in SECONDS:
         write_wav(root / f"a{seconds}.wav", seconds)
-    rows = [measure(int(n), args.store, tmp, root) for n in args.nodes.split(",")]
+    counts = [int(n) for n in args.nodes.split(",")]
+    if args.mode == "ray":
+        rows = [measure_ray(n, tmp, root) for n in counts]
+    else:
+        rows = [measure(n, args.store, tmp, root) for n in counts]
+    print(f"mode: {args.mode}")
     base = rows[0]["jobs_per_s"] / rows[0]["nodes"]
     mix = "/".join(map(str, SECONDS))
     print(f"{JOBS} jobs of {mix} s, fake engine {FAKE}, {os.cpu_count()} cores")

@@ -155,6 +155,8 @@ class SchedulerService:
 
     def live(self, job_id: str) -> Task | None:
         """The runner's view of a job (progress, pending reason), if it is live."""
+        if self.ray is not None:  # the head's view, with the node a reason is about
+            return self.ray.head.tasks.get(job_id)
         return self.runner.tasks.get(job_id)
 
     # -- runner thread -------------------------------------------------------------
