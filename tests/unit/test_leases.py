@@ -39,6 +39,14 @@ def test_claims_take_free_jobs_in_priority_order_and_never_a_held_one(store: Sto
     assert b.renew(132.0) == {"j0", "j1", "j2"}
 
 
+def test_a_job_stored_leased_is_never_claimed_by_a_heartbeat(store: Store) -> None:
+    leases = Leases(store, Holder("node-a", "run-a", lease_s=30))
+    rec = leases.add(record("new"), 100.0)
+    assert rec.id == "new" and leases.holds("new")
+    assert leases.claim(100.5, limit=10) == []  # not even by its own run
+    assert Leases(store, Holder("node-b", "run-b")).claim(101.0, limit=10) == []
+
+
 def test_a_late_result_after_the_lease_moved_on_is_refused(store: Store) -> None:
     store.add(record("j"))
     a = Leases(store, Holder("node-a", "run-a", lease_s=10))

@@ -115,5 +115,8 @@ class Ownership:
         return self.leases.holds(task.job.id)
 
     def _lost(self, job_id: str) -> None:
+        """A change was refused: the job is someone else's, or ended in the store. Let go of
+        any lease we still have on it, so that a job left unfinished is recovered."""
         runner = self.run.runner
+        self.leases.release(job_id)
         runner.call_soon(lambda: runner.drop(job_id, "its lease is held elsewhere now"))

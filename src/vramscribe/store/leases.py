@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from vramscribe.core.jobs import JobState
 from vramscribe.store.records import JobRecord, from_columns
 from vramscribe.store.schema import JobRow, LeaseRow
-from vramscribe.store.store import Store, _apply, _histories, _locked
+from vramscribe.store.store import Store, _apply, _histories, _insert, _locked
 
 _ACTIVE = (JobState.LOADING.value, JobState.PROCESSING.value)
 _FINAL = tuple(s.value for s in JobState if s.is_final)
@@ -49,6 +49,14 @@ class Leases:
     def __init__(self, store: Store, holder: Holder) -> None:
         self.store = store
         self.holder = holder
+
+    def add(self, record: JobRecord, now: float) -> JobRecord:
+        """Store a new job already leased to this run, in one transaction: no other
+        claim (not even this run's own heartbeat) can see it unowned."""
+        with self.store._write() as session:
+            (row,) = _insert(session, [record])
+            self._put(session, record.id, None, now)
+            return from_columns(row, record.history)
 
     def take(self, job_id: str, now: float) -> bool:
         """Lease a job this scheduler was just given; False if someone holds it already."""

@@ -90,10 +90,11 @@ class Run:
         new = build_job(
             request, model, cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s
         )
-        record = self.store.add(new.record)
-        if not self.schedules or (
-            failure is None and self.leases is not None and not self.leases.take(record.id, now)
-        ):
+        if self.leases is not None and failure is None:
+            record = self.leases.add(new.record, now)  # ours from the start
+        else:
+            record = self.store.add(new.record)
+        if not self.schedules:
             return record  # a scheduler claims it from the store
         if failure is not None:
             self._on_runner_thread(lambda: self.runner.fail_now(new.task, failure))
