@@ -140,3 +140,28 @@ def test_shared_stores_lock_per_url_in_the_host_folder(
     one = scheduler_lock_path(tmp_path, "postgresql://db/one")
     two = scheduler_lock_path(tmp_path, "postgresql://db/two")
     assert one.parent == two.parent == tmp_path / "host" and one != two
+
+
+def test_footprints_are_kept_per_kind_of_gpu(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    from vramscribe.core.footprints import FootprintBook
+    from vramscribe.devices.cpu import CpuDevice
+    from vramscribe.submit.run import footprint_scope
+
+    @dataclass
+    class Gpu:  # what NVML reports of a GPU this machine does not have
+        id: str
+        name: str
+        kind: str = "cuda"
+
+    h200 = footprint_scope([Gpu("cuda:0", "NVIDIA H200"), Gpu("cuda:1", "NVIDIA H200")])
+    t4 = footprint_scope([Gpu("cuda:0", "Tesla T4")])
+    assert h200 == "gpu:NVIDIA H200" and t4 == "gpu:Tesla T4"
+    assert footprint_scope([CpuDevice()]) == "default"
+    with Store(f"sqlite:///{tmp_path / 'fp.db'}") as store:
+        learned = FootprintBook()
+        learned.observe_peak(("small", "float16", 1, "cuda"), 2345.0, 60.0)
+        store.save_footprints(learned, h200)
+        assert store.load_footprints(h200).to_json() == learned.to_json()
+        assert store.load_footprints(t4).to_json() == FootprintBook().to_json()
