@@ -50,6 +50,7 @@ SECONDS = (5, 10, 20, 30, 45, 60)
 PRIORITIES = ("low", "normal", "high")
 JOBS = 48
 FAKE = {"memory_mb": 1100, "speed_x": 20.0, "load_s": 0.5}
+STARTED = ("loading", "processing")
 
 
 def port() -> int:
@@ -125,7 +126,10 @@ def wait(c: httpx.Client, ids: list[str], timeout: float = 1800) -> dict[str, An
 
 
 def entry(job: dict[str, Any], to: str) -> float:
-    return float(min(h["time"] for h in job["history"] if h["to"] == to))
+    """When ``job`` first entered ``to``; ``started``: loading, or processing on a warm
+    instance (no load)."""
+    wanted = ("loading", "processing") if to == "started" else (to,)
+    return float(min(h["time"] for h in job["history"] if h["to"] in wanted))
 
 
 def measure(nodes: int, store_url: str, tmp: Path, root: Path) -> dict[str, float]:
@@ -151,7 +155,7 @@ def run_mix(c: httpx.Client, nodes: int) -> dict[str, float]:
     for n in range(10):
         r = c.post("/v1/jobs", json={"path": f"a{SECONDS[n % 2]}.wav"})
         job = wait(c, [r.json()["id"]])[r.json()["id"]]
-        latency.append(entry(job, "loading") - job["submitted_at"])
+        latency.append(entry(job, "started") - job["submitted_at"])
     started = time.time()
     ids = []
     for n in range(JOBS):
@@ -162,7 +166,7 @@ def run_mix(c: httpx.Client, nodes: int) -> dict[str, float]:
     jobs = wait(c, ids)
     ended = max(entry(j, "completed") for j in jobs.values())
     wall = ended - started
-    busy = sum(entry(j, "completed") - entry(j, "loading") for j in jobs.values())
+    busy = sum(entry(j, "completed") - entry(j, "started") for j in jobs.values())
     slots = nodes * 4  # 6000 MB fake GPUs hold four 1100 MB instances with their margin
     assert all(j["status"] == "completed" for j in jobs.values())
     return {
@@ -246,7 +250,7 @@ def run_mix_ray(submit: RaySubmit, head: Any, nodes: int) -> dict[str, float]:
         job_id = submit.one(SECONDS[n % 2])
         head.run()
         job = head.tasks[job_id].job
-        started = min(h.time for h in job.history if h.to_state.value == "loading")
+        started = min(h.time for h in job.history if h.to_state.value in STARTED)
         latency.append(started - job.submitted_at)
     began = time.time()
     ids = [submit.one(SECONDS[n % len(SECONDS)], (10, 50, 90)[n % 3]) for n in range(JOBS)]
@@ -255,10 +259,11 @@ def run_mix_ray(submit: RaySubmit, head: Any, nodes: int) -> dict[str, float]:
     assert all(j.state.value == "completed" for j in jobs)
 
     def at(job: Any, to: str) -> float:
-        return float(min(h.time for h in job.history if h.to_state.value == to))
+        wanted = STARTED if to == "started" else (to,)
+        return float(min(h.time for h in job.history if h.to_state.value in wanted))
 
     wall = max(at(j, "completed") for j in jobs) - began
-    busy = sum(at(j, "completed") - at(j, "loading") for j in jobs)
+    busy = sum(at(j, "completed") - at(j, "started") for j in jobs)
     return {
         "nodes": nodes,
         "wall_s": wall,
