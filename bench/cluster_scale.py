@@ -22,8 +22,15 @@ priorities low/normal/high in turn, submitted at once. Printed per node count:
 - dispatch overhead per job: wall time times running slots, less the jobs'
   own running time (load + transcription, from their histories), per job;
 - submission-to-start latency on an idle cluster: 10 jobs submitted one at a
-  time, each after the previous finished, until the job's ``loading`` entry
-  (p50 and max).
+  time, each after the previous finished, until the job starts (``loading``, or
+  ``processing`` on a warm instance), p50 and max. In ray mode the head steps
+  right after a submission; in store mode a scheduler claims new jobs every
+  0.2 s, and the service as a Ray head (``serve --ray``) takes new jobs from its
+  store every 0.5 s, which adds to this.
+
+Both modes use the same fake GPUs (6000 MB: four 1100 MB instances with their
+margin) and the same job mix. On a machine with fewer cores than nodes times
+instances, the CPU (not the scheduler) limits the scaling efficiency.
 """
 
 from __future__ import annotations
