@@ -141,19 +141,19 @@ def entry(job: dict[str, Any], to: str) -> float:
 
 def measure(nodes: int, store_url: str, tmp: Path, root: Path) -> dict[str, float]:
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        with schema(store_url) as store:
+    with schema(store_url) as store:
+        try:
             for n in range(nodes):
                 procs.append(serve(tmp / f"n{nodes}-{n}", store, root)[0])
             api_proc, api = serve(tmp / f"n{nodes}-api", store, root, "--api-only")
             procs.append(api_proc)
             with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
                 return run_mix(c, nodes)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
+        finally:  # before the schema goes
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=60)
 
 
 def run_mix(c: httpx.Client, nodes: int) -> dict[str, float]:

@@ -17,7 +17,6 @@ calls run one at a time in the order the head sent them.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +74,6 @@ class NodeAgent:
     ) -> None:
         self.node_id = node_id
         devices = pick_devices(device, cpu_threads)
-        self.fake_gpu = device.removeprefix("fake:") if device.startswith("fake:") else None
         ledger = HostLedger(host_dir() / LEDGER_FILE)
         book = FootprintBook.from_json(book_json) if book_json else FootprintBook()
         self.inputs = Path(work_dir) / "inputs"
@@ -114,10 +112,6 @@ class NodeAgent:
             local.write_bytes(audio)
             task.input = local
         task.outputs = []  # the head writes outputs
-        if task.engine.engine == "fake" and self.fake_gpu is not None:
-            # The fake engine takes its memory from this node's own (fake) GPU.
-            fake = {**task.engine.fake, "device_path": self.fake_gpu}
-            task.engine = dataclasses.replace(task.engine, fake=fake)
 
         def begin() -> None:
             self.runner.start_planned(task, start)

@@ -467,6 +467,9 @@ class Runner:
             engine["device_index"] = int(device.id.split(":")[1])
         elif device.kind == "cpu":
             engine["device"] = "cpu"
+        elif device.kind == "fake" and isinstance(path := getattr(device, "path", None), Path):
+            # Like CUDA's device index: the fake engine allocates on the device it was placed on.
+            engine["fake"] = {**engine.get("fake", {}), "device_path": str(path)}
         result = self.run_dir / "results" / f"{job.id}.{job.attempts}.json"
         return WorkerSpec(str(task.input), str(result), job.attempts, engine)
 
