@@ -30,5 +30,6 @@ def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
 def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test keeps learned footprints and run folders to itself."""
     monkeypatch.setenv("VRAMSCRIBE_DATA", str(tmp_path / "vramscribe-data"))
+    monkeypatch.setenv("VRAMSCRIBE_HOST_DIR", str(tmp_path / "vramscribe-host"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield

@@ -62,3 +62,11 @@ class EngineError(VramscribeError):
 
 class InvalidLimit(VramscribeError):
     """A memory limit or reserve is not valid."""
+
+
+class SchedulerRunning(VramscribeError):
+    """Another vramscribe scheduler already runs on this store."""
+
+
+class LeaseLost(VramscribeError):
+    """This scheduler no longer holds the job's lease: another node owns it now."""

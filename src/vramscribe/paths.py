@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,3 +29,19 @@ def new_run_dir(root: Path | None = None) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError("cannot create a run folder")
+
+
+HOST_DIR_ENV = "VRAMSCRIBE_HOST_DIR"
+
+
+def host_dir() -> Path:
+    """The folder every vramscribe process on this host shares: the reservation ledger,
+    the scheduler locks of shared stores. ``$VRAMSCRIBE_HOST_DIR``, else ``vramscribe``
+    in the system's temporary folder (made on first use, writable by every user)."""
+    configured = os.environ.get(HOST_DIR_ENV)
+    folder = Path(configured) if configured else Path(tempfile.gettempdir()) / "vramscribe"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not configured:
+        with contextlib.suppress(OSError):
+            folder.chmod(0o1777)  # several users' processes share it, like /tmp
+    return folder

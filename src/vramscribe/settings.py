@@ -110,3 +110,17 @@ class ServiceConfig:
 
     retain_days: float | None = None
     """Finished jobs older than this are erased with their audio and transcripts (None: kept)."""
+    api_only: bool = False
+    """Serve the API without scheduling: jobs are stored for the store's scheduler(s)."""
+
+    address: str | None = None
+    """Where this service listens, named by a second scheduler that is refused."""
+
+    lease_s: float = 30.0
+    """How long a scheduler's lease on a job lasts unless its heartbeat renews it."""
+
+    ray_address: str | None = None
+    """Run jobs on a Ray cluster (``auto`` or an address); None: on this machine's devices."""
+
+    shared_path: Path | None = None
+    """Storage every Ray node mounts at the same path (audio under it goes by path)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from vramscribe.cli.cluster import ray_options
 from vramscribe.cli.options import fake_config, job_default, run_options, run_settings
 from vramscribe.console import error, stderr_console
 from vramscribe.errors import VramscribeError
@@ -58,6 +59,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     type=click.FloatRange(0, min_open=True),
     help="Erase finished jobs, their audio and transcripts after this many days.",
 )
+@click.option(
+    "--api-only",
+    is_flag=True,
+    help="Serve the API without scheduling: a scheduler sharing the store runs the jobs.",
+)
+@ray_options
 @run_options(keep_alive_s=SERVICE_KEEP_ALIVE_S, max_wait_for_memory_s=SERVICE_MAX_WAIT_FOR_MEMORY_S)
 def serve(**opts: Any) -> None:
     """Run the service: HTTP API, live events, durable job store."""
@@ -85,6 +92,10 @@ def serve(**opts: Any) -> None:
         run=run_settings(opts),
         drain_timeout_s=opts["drain_timeout_s"],
         retain_days=opts["retain_days"],
+        api_only=opts["api_only"],
+        ray_address=opts["ray_address"],
+        shared_path=opts["shared_path"],
+        address=f"http://{opts['host']}:{opts['port']}",
     )
     try:
         app = create_app(config)

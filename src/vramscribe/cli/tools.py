@@ -52,7 +52,12 @@ def devices(device: str, **opts: Any) -> None:
 
 @click.command()
 @click.argument("source")
-@click.option("--gpus", default="1x24g", show_default=True, help="e.g. 2x24g, 8x80g, 1x16g")
+@click.option(
+    "--gpus",
+    default="1x24g",
+    show_default=True,
+    help="e.g. 2x24g, 8x80g, 1x16g; 4x(2x24g): four machines",
+)
 @click.option("--model", default="large-v3", show_default=True)
 @click.option(
     "--max-sim-time",

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from vramscribe.cli.batch import print_summary, run_batch
+from vramscribe.cli.cluster import ray_options, run_batch_on_ray
 from vramscribe.cli.existing import Sorted, sort_inputs
 from vramscribe.cli.options import (
     DEFAULT_PRIORITY_NAME,
@@ -139,6 +140,7 @@ _OPTION_OF = {"vad_filter": "--vad-filter", "outputs": "--output-format"}
     help="Speaker labels, one per channel, e.g. agent,customer (default: channel 1, channel 2).",
 )
 @click.option("--overwrite", is_flag=True, help="Redo files whose outputs already exist.")
+@ray_options
 @run_options(keep_alive_s=default(Settings, "keep_alive_s"))
 def transcribe(paths: tuple[str, ...], **opts: Any) -> None:
     """Transcribe audio files and folders (searched recursively).
@@ -200,7 +202,10 @@ def _transcribe(paths: tuple[str, ...], opts: dict[str, Any], console: Console) 
         else:
             run.submit(request, submitted_at=started)  # one submission: longest file first
     _say_sorted(files, resumed, console)
-    if not run_batch(run, console):
+    if opts["ray_address"]:
+        if not run_batch_on_ray(run, opts["ray_address"], opts["shared_path"], console):
+            return 130
+    elif not run_batch(run, console):
         return 130
     tasks = list(run.runner.tasks.values())
     print_summary(console, tasks, run.runner, started)

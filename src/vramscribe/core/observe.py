@@ -141,6 +141,9 @@ class PolicyShell:
         self.instances: list[Tracked] = []
         self.started_at: float | None = None
         self.fresh: set[str] = set()  # devices with a reading taken after the reading lag
+        self.managed: dict[str, float] = {}
+        """Per device: what other vramscribe processes on the host hold or reserved (their
+        ledger entries). Admitted under the same rule, it is not a neighbour's peak to keep."""
 
     # -- what happened to an instance ------------------------------------------------
     def start(self, inst: Tracked) -> None:
@@ -258,7 +261,8 @@ class PolicyShell:
             split = self.split(dev.id, reading)
             # Memory a starting instance may already hold is not a neighbour's: count
             # outstanding reservations as ours, or the peak would remember our own loads.
-            others = max(0.0, split.others_mb - split.reserved_mb)
+            managed = self.managed.get(dev.id, 0.0)
+            others = max(0.0, split.others_mb - split.reserved_mb - managed)
             peak = self.neighbours.observe(dev.id, now, others)
         return DeviceSnapshot(
             dev.id,

@@ -8,6 +8,7 @@ CLI's batch mode, so both survive being killed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import psutil
 
 from vramscribe.core.jobs import JobState
 from vramscribe.engines.base import EngineOptions
+from vramscribe.errors import IllegalTransition, LeaseLost
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.task import Task
 from vramscribe.store.records import JobRecord, job_values
@@ -53,6 +55,10 @@ class StorePersister:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._persisted: dict[str, int] = {}
+        self.holder: str | None = None
+        """This run's lease token: set, every change is written only while we hold the job."""
+        self.on_lost: Callable[[str], None] = lambda job_id: None
+        """Told (with the job's id) when a change was refused because the job is not ours."""
 
     def known(self, job_id: str, entries: int) -> None:
         """``entries`` history entries of ``job_id`` are already in the store."""
@@ -76,5 +82,20 @@ class StorePersister:
             if record.to_state.is_final:
                 fields["finished_at"] = record.time
                 fields["worker_pid"] = None
-            self.store.transition(job.id, record.to_state, record.time, record.reason, **fields)
+            try:
+                self.store.transition(
+                    job.id,
+                    record.to_state,
+                    record.time,
+                    record.reason,
+                    holder=self.holder,
+                    **fields,
+                )
+            except (LeaseLost, IllegalTransition):
+                if self.holder is None:
+                    raise
+                # Another owner moved it (or a client cancelled it in the store): not ours.
+                self._persisted.pop(job.id, None)
+                self.on_lost(job.id)
+                return
         self._persisted[job.id] = len(job.history)

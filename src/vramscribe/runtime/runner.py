@@ -22,13 +22,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from vramscribe.core.footprints import FootprintBook, resolve_compute_type
 from vramscribe.core.jobs import JobState, fail, transition
 from vramscribe.core.limits import DeviceLimits
-from vramscribe.core.observe import DeviceInfo, MemorySplit, PolicyShell, Tracked
+from vramscribe.core.observe import DeviceInfo, MemorySplit, Observation, PolicyShell, Tracked
 from vramscribe.core.planner import Plan, Start
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.retry import Attempt, FailureKind, apply_failure
@@ -147,6 +148,12 @@ class Runner:
         self._added = False  # a job arrived since the last plan: plan without waiting
         self.admitting = True
         """False while a service drains: running jobs finish, nothing new starts."""
+        self.accepts: Callable[[Task], bool] = lambda task: True
+        """Whether a finished job's result may be kept: False once its lease moved on."""
+        self.last_seen: Observation | None = None
+        """The planner's input at the last step (a Ray node agent sends it to the head)."""
+        self.admission: Callable[[], AbstractContextManager[object]] = nullcontext
+        """Held around reading the devices and planning (the host-wide ledger's lock)."""
         run_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -236,6 +243,37 @@ class Runner:
                 worker.handle.wait(timeout_s)
         self._stop = True
 
+    def drop(self, job_id: str, reason: str) -> None:
+        """Forget a job that is no longer ours (its lease moved on, or it ended elsewhere).
+
+        No state change is made: the job's owner writes those. A worker running
+        it is killed; its memory is released like any other.
+        """
+        task = self.tasks.pop(job_id, None)
+        if task is None:
+            return
+        log.warning("job %s dropped: %s", job_id, reason)
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+        worker = self.workers.pop(job_id, None)
+        if worker is not None:
+            worker.error = None
+            worker.last_task, worker.task = worker.task, None
+            self._kill(worker)
+
+    def start_planned(self, task: Task, start: Start) -> bool:
+        """Start a job as another process's planner chose (the Ray head); False if the
+        idle instance it chose is gone (the job then waits in this runner's queue)."""
+        self.add(task)
+        if start.instance_id is None:
+            self._spawn(task, start, self.clock())
+            return True
+        worker = self.idle.pop(start.instance_id, None)
+        if worker is None:
+            return False
+        self._assign(task, worker, start, self.clock())
+        return True
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the scheduler's thread at its next wake-up (thread-safe)."""
         self._inbox.put(fn)
@@ -284,8 +322,9 @@ class Runner:
         now = self.clock()
         self._reap(now)
         self._check_hangs(now)
-        self._read_devices(now)
-        self._admit(now)
+        with self.admission():
+            self._read_devices(now)
+            self._admit(now)
         self._publish(Tick())
 
     def _drain_inbox(self, timeout: float) -> None:
@@ -430,6 +469,7 @@ class Runner:
     def _admit(self, now: float) -> None:
         infos = [self._device_info(d) for d in self.devices.values()]
         seen = self.shell.observe(now, self.readings, infos, self.unreadable)
+        self.last_seen = seen
         for dev_id in seen.unattributed:
             log.warning("%s does not attribute memory to our processes; using reservations", dev_id)
         for inst in seen.released:
@@ -486,6 +526,9 @@ class Runner:
             engine["device"] = "cpu"
             if engine["engine"] == "fake":  # the fake engine claims no fake GPU memory there
                 engine["fake"] = {**engine["fake"], "device_path": None}
+        elif device.kind == "fake" and isinstance(path := getattr(device, "path", None), Path):
+            # Like CUDA's device index: the fake engine allocates on the device it was placed on.
+            engine["fake"] = {**engine.get("fake", {}), "device_path": str(path)}
         compute = resolve_compute_type(str(engine["compute_type"]), device.kind)
         task.ran_with = {"device": device.id, "compute_type": compute, "batch_size": batch}
         resume = begin_attempt(task, engine)
@@ -570,6 +613,9 @@ class Runner:
 
     # -- outcomes ------------------------------------------------------------------
     def _complete(self, worker: Worker, task: Task, result: Path, now: float) -> None:
+        if not self.accepts(task):
+            self.drop(task.job.id, "result discarded: the job's lease is held elsewhere")
+            return
         problem = finish_result(result, task)
         if problem is not None:
             self._failed(worker, task, now, FailureKind.CRASH, problem)

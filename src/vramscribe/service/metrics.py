@@ -26,7 +26,6 @@ from vramscribe.runtime.events import (
 )
 from vramscribe.runtime.task import Task
 from vramscribe.service.scheduler import SchedulerService
-from vramscribe.service.views import device_report
 
 JOBS = "vramscribe_jobs"
 QUEUE_DEPTH = "vramscribe_queue_depth"
@@ -67,7 +66,7 @@ class _Present(Collector):
         instances = GaugeMetricFamily(
             INSTANCES, "Model instances by device and state.", labels=["device", "state"]
         )
-        for dev in device_report(self.service.runner):
+        for dev in self.service.devices():
             split = {"total": dev.total_mb, "others": dev.others_mb, "ours": dev.ours_mb,
                      "reserved": dev.reserved_mb, "free": dev.free_mb}  # fmt: skip
             for kind, mb in split.items():

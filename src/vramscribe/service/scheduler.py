@@ -13,11 +13,16 @@ import threading
 import time
 from typing import Any
 
+from vramscribe.cluster.node import SchedulerLock, node_id, scheduler_lock_path
+from vramscribe.cluster.ownership import Ownership
+from vramscribe.cluster.ray_service import RayScheduling
+from vramscribe.cluster.watch import StoreWatcher, cancel_in_store
 from vramscribe.runtime.events import JobChanged, ProgressMade, RunnerEvent, Tick, payload, task_of
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
 from vramscribe.service.events import Broadcaster, Event
-from vramscribe.service.views import job_json
+from vramscribe.service.schemas import DeviceOut
+from vramscribe.service.views import device_report, job_json
 from vramscribe.service.webhooks import Webhooks
 from vramscribe.settings import ServiceConfig
 from vramscribe.store.callbacks import Callbacks
@@ -40,6 +45,25 @@ class SchedulerService:
             Store(config.store_url) if config.store_url else Store.open_data_dir(config.data_dir)
         )
         self.run: Run = open_run(store, config.run, config.data_dir)
+        self.ownership: Ownership | None = None
+        self._watcher: StoreWatcher | None = None
+        self.ray: RayScheduling | None = None
+        if config.api_only:
+            self.run.schedules = False
+        elif config.ray_address:
+            self._start_ray_head(config)
+        else:
+            try:
+                self.ownership = Ownership(
+                    self.run,
+                    config.data_dir,
+                    config.store_url,
+                    address=config.address,
+                    lease_s=config.lease_s,
+                )
+            except BaseException:
+                self.run.close()
+                raise
         self.events = Broadcaster()
         self.runner.listeners.append(self._on_runner_event)
         self._progress_written: dict[str, float] = {}
@@ -59,16 +83,46 @@ class SchedulerService:
         return self.run.runner
 
     # -- lifecycle -----------------------------------------------------------------
+    def _start_ray_head(self, config: ServiceConfig) -> None:
+        """The head of a Ray cluster: the store's one scheduler, running jobs on the nodes."""
+        from vramscribe.cluster.ray_head import ray_address
+
+        self.run.schedules = False
+        try:
+            self._scheduler_lock = SchedulerLock.acquire(
+                scheduler_lock_path(config.data_dir, config.store_url),
+                node=node_id(config.data_dir),
+                address=config.address,
+            )
+            address = ray_address(config.ray_address or "auto")
+            self.ray = RayScheduling(self.run, address, config.shared_path, self._on_runner_event)
+        except BaseException:
+            self.run.close()
+            raise
+
     def start(self) -> None:
-        self.recovered = self.run.recover()
-        for rec in self.store.pending():
-            self.run.resume(rec)
+        if self.ray is not None:
+            self.recovered = self.ray.start()
+            return
+        if self.ownership is None:  # API only: a scheduler elsewhere runs the jobs
+            self._watcher = StoreWatcher(self.store, self._final, self._lock)
+            self._watcher.start()
+            return
+        self.recovered = self.ownership.start()
+        self.run.orphans_ended = self.ownership.orphans_ended
         self.run.start()
         self.webhooks.start()
 
     def stop(self) -> None:
+        if self.ray is not None:
+            self.ray.stop()
+            self._scheduler_lock.release()
+        if self._watcher is not None:
+            self._watcher.stop()
         self.run.stop()
         self.webhooks.stop()
+        if self.ownership is not None:
+            self.ownership.stop()
         self.run.close()
 
     def _job_json(self, job_id: str) -> dict[str, Any] | None:
@@ -77,6 +131,10 @@ class SchedulerService:
 
     @property
     def alive(self) -> bool:
+        if self.ray is not None:
+            return self.ray.alive
+        if self._watcher is not None:
+            return self._watcher.alive
         return self.run.alive
 
     def drain(self, timeout_s: float) -> bool:
@@ -94,8 +152,22 @@ class SchedulerService:
             time.sleep(0.1)
         return not self.runner.workers
 
+    def devices(self) -> list[DeviceOut]:
+        """Every device this service schedules: its own, and under Ray every node's."""
+        if self.ray is None:
+            return device_report(self.runner)
+        out = []
+        for link in list(self.ray.head.nodes.values()):
+            for dev in link.devices:
+                out.append(DeviceOut(**{**dev, "id": f"{link.node_id[:8]}/{dev['id']}"},
+                                     node=link.node_id))  # fmt: skip
+        return out
+
     # -- called from request handlers ---------------------------------------------
     def cancel(self, job_id: str, timeout: float = 10.0) -> None:
+        if self.ownership is None or job_id not in self.runner.tasks:  # also under Ray
+            cancel_in_store(self.store, job_id, time.time())  # queued or running elsewhere
+            return
         done = self.final_event(job_id)
         self.runner.call_soon(lambda: self.runner.cancel(job_id, "cancelled by client"))
         done.wait(timeout)
@@ -110,6 +182,8 @@ class SchedulerService:
 
     def live(self, job_id: str) -> Task | None:
         """The runner's view of a job (progress, pending reason), if it is live."""
+        if self.ray is not None:  # the head's view, with the node a reason is about
+            return self.ray.head.tasks.get(job_id)
         return self.runner.tasks.get(job_id)
 
     # -- runner thread -------------------------------------------------------------

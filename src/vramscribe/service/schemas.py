@@ -102,6 +102,8 @@ class DeviceOut(BaseModel):
     # Limits users set (--reserve, --memory-limit / --memory-fraction); null: no limit.
     reserve_bytes: int = 0
     memory_limit_bytes: int | None = None
+    node: str | None = None
+    """The Ray node it belongs to (serve --ray); None on a single machine."""
 
 
 class DeviceList(BaseModel):

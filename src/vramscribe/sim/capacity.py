@@ -31,7 +31,21 @@ MAX_SIM_TIME_S = 7 * 86400.0
 
 
 def parse_gpus(spec: str) -> tuple[GpuSpec, ...]:
-    """``2x24g`` or ``8x80g,1x16g`` -> GPU specs."""
+    """``2x24g`` or ``8x80g,1x16g`` -> GPU specs; ``4x(2x24g)``: four machines of two GPUs
+    each, named ``node0/cuda:0`` ... (the head plans every machine over one global queue,
+    so a cluster plans like its GPUs together)."""
+    nodes = re.fullmatch(r"\s*(\d+)\s*x\s*\((.+)\)\s*", spec)
+    if nodes:
+        per_node = _parse_flat(nodes.group(2))
+        return tuple(
+            GpuSpec(f"node{n}/{gpu.id}", gpu.total_mb)
+            for n in range(int(nodes.group(1)))
+            for gpu in per_node
+        )
+    return _parse_flat(spec)
+
+
+def _parse_flat(spec: str) -> tuple[GpuSpec, ...]:
     gpus: list[GpuSpec] = []
     for part in spec.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*g(?:ib)?\s*", part, re.IGNORECASE)

@@ -149,3 +149,21 @@ class CallbackRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     delivered_at: Mapped[float | None] = mapped_column(Double)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LeaseRow(Base):
+    """Which scheduler owns a job: its node, the holder token of that scheduler's run,
+    and until when the lease holds unless renewed.
+
+    A job without a live lease belongs to nobody and any scheduler may claim it;
+    a state change written with a holder token is refused once the lease moved on.
+    """
+
+    __tablename__ = "leases"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String)
+    holder: Mapped[str] = mapped_column(String)
+    until: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index(None, "holder"),)

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, Transition, transition
 from vramscribe.store.database import LAZY_SYNC, WRITES, connect, migrate
+from vramscribe.store.lease_check import check_holder
 from vramscribe.store.ledger import OutputLedger
 from vramscribe.store.records import JobRecord, from_columns, to_columns, to_row
 from vramscribe.store.schema import FootprintRow, HistoryRow, JobRow
@@ -202,19 +203,31 @@ class Store:
             return [from_columns(row, histories.get(row.id, ())) for row in rows]
 
     def transition(
-        self, job_id: str, to_state: JobState, now: float, reason: str, **fields: Any
+        self,
+        job_id: str,
+        to_state: JobState,
+        now: float,
+        reason: str,
+        *,
+        holder: str | None = None,
+        **fields: Any,
     ) -> JobRecord:
         """Move a job to ``to_state`` and set ``fields``, in one transaction.
 
         Raises ``IllegalTransition`` (nothing written) when the lifecycle does not
         allow the move from the state the job is in at that moment, ``KeyError``
         for an unknown job and ``ValueError`` for a field a transition cannot set.
+        With ``holder`` (a scheduler run's lease token) the move is accepted only
+        while that run holds the job's lease (``LeaseLost`` otherwise), and a
+        final state ends the lease.
         """
         values = _check_fields(fields, TRANSITION_FIELDS, "a transition")
         with self._write(lazy=True) as session:
             row = _locked(session, job_id)
             if row is None:
                 raise KeyError(job_id)
+            if holder is not None:
+                check_holder(session, job_id, holder, ends=to_state.is_final)
             return _apply(session, row, to_state, now, reason, values)
 
     def update(self, job_id: str, **fields: Any) -> None:
@@ -269,20 +282,24 @@ class Store:
         return OutputLedger(self._read, self._write)
 
     # -- footprints ----------------------------------------------------------------
-    def has_footprints(self) -> bool:
-        """Whether a footprint book was ever saved here."""
+    def has_footprints(self, key: str = FOOTPRINT_KEY) -> bool:
+        """Whether a footprint book was ever saved here (under ``key``)."""
         with self._read() as session:
-            return session.get(FootprintRow, FOOTPRINT_KEY) is not None
+            return session.get(FootprintRow, key) is not None
 
-    def load_footprints(self) -> FootprintBook:
-        """The learned book, or an empty one (built-in estimates) before the first save."""
+    def load_footprints(self, key: str = FOOTPRINT_KEY) -> FootprintBook:
+        """The learned book, or an empty one (built-in estimates) before the first save.
+
+        ``key`` names the kind of GPU it was learned on (see ``footprint_scope``),
+        so what one kind of GPU taught is never applied to another.
+        """
         with self._read() as session:
-            row = session.get(FootprintRow, FOOTPRINT_KEY)
+            row = session.get(FootprintRow, key)
             return FootprintBook() if row is None else FootprintBook.from_json(row.book)
 
-    def save_footprints(self, book: FootprintBook) -> None:
+    def save_footprints(self, book: FootprintBook, key: str = FOOTPRINT_KEY) -> None:
         insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        statement = insert(FootprintRow).values(key=FOOTPRINT_KEY, book=book.to_json())
+        statement = insert(FootprintRow).values(key=key, book=book.to_json())
         statement = statement.on_conflict_do_update(
             index_elements=[FootprintRow.key], set_={"book": statement.excluded.book}
         )

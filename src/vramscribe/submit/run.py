@@ -21,22 +21,25 @@ from typing import IO
 from vramscribe.audio import probe_duration
 from vramscribe.channels import channel_count
 from vramscribe.core.footprints import FootprintBook
+from vramscribe.devices.base import Device
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound, VramscribeError
 from vramscribe.naming import claim, path_key
-from vramscribe.paths import new_run_dir
+from vramscribe.paths import host_dir, new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.ledger import LedgerWriter
 from vramscribe.runtime.persist import StorePersister, end_orphan, task_from_record
+from vramscribe.runtime.reservations import LEDGER_FILE, HostLedger, attach, share_reservations
 from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.split import SplitMerger
 from vramscribe.runtime.task import Task
 from vramscribe.runtime.timeline import Timeline
 from vramscribe.settings import RunSettings
 from vramscribe.store.group import GroupCommit
+from vramscribe.store.leases import Leases
 from vramscribe.store.records import JobRecord
-from vramscribe.store.store import Store
+from vramscribe.store.store import FOOTPRINT_KEY, Store
 from vramscribe.submit.build import ModelChoice, NewJob, build_job, choose_model
 from vramscribe.submit.request import JobRequest
 from vramscribe.submit.split import channel_jobs
@@ -66,6 +69,14 @@ class Run:
         runner.listeners.append(self.splits)
         self.orphans_ended: list[int] = []
         self._footprints_saved = float("-inf")
+        self.leases: Leases | None = None
+        """This run's leases when it schedules a shared store (see ``cluster.ownership``)."""
+        self.schedules = True
+        """False for an API-only service: jobs are stored for a scheduler elsewhere."""
+        self.ledger: HostLedger | None = None
+        """The host-wide reservation ledger this run plans with (left on close)."""
+        self.footprint_key = FOOTPRINT_KEY
+        """The kind of GPU this run's footprints were learned on (``footprint_scope``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,7 +99,7 @@ class Run:
         prepared = self._prepare(request, now)
         if isinstance(prepared, JobRecord):
             return prepared
-        record = self.adds.add(prepared[0].record)
+        record = self._store(*prepared, now)
         self._queue(*prepared)
         return record
 
@@ -106,7 +117,11 @@ class Run:
             except VramscribeError as exc:
                 built.append(exc)
         new = [b for b in built if isinstance(b, tuple)]
-        stored = iter(self.adds.add_each([job.record for job, _ in new]))
+        if self.leases is not None:  # leased one by one, like single submissions
+            records: list[JobRecord | Exception] = [self._store(*b, now) for b in new]
+        else:
+            records = self.adds.add_each([job.record for job, _ in new])
+        stored = iter(records)
         out: list[JobRecord | Exception] = []
         for item in built:
             if not isinstance(item, tuple):
@@ -143,7 +158,16 @@ class Run:
         )
         return new, failure
 
+    def _store(self, new: NewJob, failure: str | None, now: float) -> JobRecord:
+        """Store one new job: leased to this run from the start when it schedules a shared
+        store (the heartbeat's claims must not take it too), else through the group commit."""
+        if self.leases is not None and failure is None:
+            return self.leases.add(new.record, now)
+        return self.adds.add(new.record)
+
     def _queue(self, new: NewJob, failure: str | None) -> None:
+        if not self.schedules:
+            return  # API only: a scheduler sharing the store claims it
         if failure is not None:
             self._on_runner_thread(lambda: self.runner.fail_now(new.task, failure))
         else:
@@ -165,8 +189,13 @@ class Run:
             request, model, channels=channels, folder=self.runner.run_dir / "channels",
             cpu_threads=self.settings.cpu_threads, now=now, audio_s=audio_s,
         )  # fmt: skip
-        record = self.store.add(parent.record)
-        self.store.add_many([c.record for c in children])
+        if self.leases is not None:  # ours from the start, like a single job
+            record = self.leases.add(parent.record, now)
+            for child in children:
+                self.leases.add(child.record, now)
+        else:
+            record = self.store.add(parent.record)
+            self.store.add_many([c.record for c in children])
         self.splits.add(group)
         reason = f"waiting for its {channels} channels"
 
@@ -224,8 +253,11 @@ class Run:
     def close(self) -> None:
         """Flush the timeline, keep what was learned, release the store."""
         self.timeline.close()
+        if self.ledger is not None:
+            with contextlib.suppress(OSError):
+                self.ledger.leave()
         with contextlib.suppress(Exception):
-            self.store.save_footprints(self.book)
+            self.store.save_footprints(self.book, self.footprint_key)
         self.store.close()
 
     # -- plumbing --------------------------------------------------------------------
@@ -247,7 +279,7 @@ class Run:
         now = time.monotonic()
         if now - self._footprints_saved >= FOOTPRINTS_SAVE_S:
             self._footprints_saved = now
-            self.store.save_footprints(self.book)
+            self.store.save_footprints(self.book, self.footprint_key)
 
 
 def open_run(
@@ -265,10 +297,12 @@ def open_run(
     """
     try:
         devices = pick_devices(settings.device, settings.cpu_threads)
+        scope = footprint_scope(devices)
+        ledger = HostLedger(host_dir() / LEDGER_FILE)
         runner = Runner(
-            devices,
+            share_reservations(devices, ledger),
             settings.scheduler,
-            store.load_footprints(),
+            store.load_footprints(scope),
             run_dir=new_run_dir(data_dir),
             hang_timeout_s=settings.hang_timeout_s,
             cpu_threads=settings.cpu_threads,
@@ -276,10 +310,21 @@ def open_run(
     except BaseException:
         store.close()
         raise
+    attach(runner, ledger)
     run = Run(store, runner, settings, records_bad_input=records_bad_input)
+    run.footprint_key = scope
+    run.ledger = ledger
     if recover:
         run.recover()
     return run
+
+
+def footprint_scope(devices: list[Device]) -> str:
+    """The key footprints are learned under: the GPUs' names (``gpu:NVIDIA H200``), so
+    a book learned on one kind of GPU is not applied to another; ``default`` without GPUs."""
+    names = sorted({str(getattr(d, "name", "")) for d in devices if d.kind == "cuda"})
+    names = [n for n in names if n]
+    return "gpu:" + "+".join(names) if names else FOOTPRINT_KEY
 
 
 _HELD: list[IO[str]] = []

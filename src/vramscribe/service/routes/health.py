@@ -17,7 +17,6 @@ from vramscribe.service.contract import errors, text_body
 from vramscribe.service.deps import Service
 from vramscribe.service.metrics import Metrics
 from vramscribe.service.schemas import DeviceList, Status
-from vramscribe.service.views import device_report
 
 public = APIRouter()
 router = APIRouter()
@@ -64,7 +63,7 @@ def prometheus(request: Request) -> Response:
 
 @router.get("/v1/devices", tags=["devices"], response_model=DeviceList, responses=errors())
 def devices(service: Service) -> DeviceList:
-    return DeviceList(devices=device_report(service.runner))
+    return DeviceList(devices=service.devices())
 
 
 @router.get("/openapi.json", include_in_schema=False)
