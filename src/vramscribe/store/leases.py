@@ -18,9 +18,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from vramscribe.core.jobs import JobState
+from vramscribe.store.history import histories
 from vramscribe.store.records import JobRecord, from_columns
 from vramscribe.store.schema import JobRow, LeaseRow
-from vramscribe.store.store import Store, _apply, _histories, _insert, _locked
+from vramscribe.store.store import Store, _apply, _insert, _locked
 
 _ACTIVE = (JobState.LOADING.value, JobState.PROCESSING.value)
 _FINAL = tuple(s.value for s in JobState if s.is_final)
@@ -94,8 +95,8 @@ class Leases:
             taken = [r for r in rows if (x := leases.get(r.id)) is None or x.until < now]
             for row in taken:
                 self._put(session, row.id, leases.get(row.id), now)
-            histories = _histories(session, [r.id for r in taken])
-            return [from_columns(r, histories.get(r.id, ())) for r in taken]
+            steps = histories(session, [r.id for r in taken])
+            return [from_columns(r, steps.get(r.id, ())) for r in taken]
 
     def renew(self, now: float) -> set[str]:
         """Extend every lease this run holds; the ids of the unfinished jobs it still holds."""

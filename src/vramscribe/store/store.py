@@ -25,8 +25,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.jobs import JobState, Transition, transition
+from vramscribe.core.jobs import JobState, transition
 from vramscribe.store.database import LAZY_SYNC, WRITES, connect, migrate
+from vramscribe.store.history import CHUNK, histories, history_row
 from vramscribe.store.lease_check import check_holder
 from vramscribe.store.ledger import OutputLedger
 from vramscribe.store.records import JobRecord, from_columns, to_columns, to_row
@@ -36,8 +37,6 @@ __all__ = ["DB_FILENAME", "TRANSITION_FIELDS", "UPDATE_FIELDS", "JobRecord", "St
 
 DB_FILENAME = "vramscribe.db"
 FOOTPRINT_KEY = "default"
-# Ids per IN (...) list: SQLite caps the number of bound parameters in one statement.
-_CHUNK = 500
 
 # Fields a transition may set along with the new state; identity fields never change.
 TRANSITION_FIELDS = frozenset(
@@ -135,7 +134,7 @@ class Store:
             row = session.get(JobRow, job_id)
             if row is None:
                 return None
-            history = _histories(session, [job_id]).get(job_id, ()) if with_history else ()
+            history = histories(session, [job_id]).get(job_id, ()) if with_history else ()
             return from_columns(row, history)
 
     def delete(self, job_id: str) -> bool:
@@ -199,8 +198,8 @@ class Store:
             rows = session.scalars(
                 select(JobRow).where(JobRow.status == JobState.PENDING.value)
             ).all()
-            histories = _histories(session, [row.id for row in rows])
-            return [from_columns(row, histories.get(row.id, ())) for row in rows]
+            steps = histories(session, [row.id for row in rows])
+            return [from_columns(row, steps.get(row.id, ())) for row in rows]
 
     def transition(
         self,
@@ -335,8 +334,8 @@ def _check_fields(fields: Mapping[str, Any], allowed: frozenset[str], what: str)
 def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[JobRow]:
     ids = [r.id for r in records]
     taken = {i for i, n in Counter(ids).items() if n > 1}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
         taken.update(session.scalars(select(JobRow.id).where(JobRow.id.in_(chunk))))
     if taken:
         raise ValueError(f"job id(s) already taken: {', '.join(sorted(taken))}")
@@ -346,7 +345,7 @@ def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[Job
         session.flush()  # parents first: history rows refer to them
         for record in records:
             for seq, step in enumerate(record.history, start=1):
-                session.add(_history_row(record.id, seq, step))
+                session.add(history_row(record.id, seq, step))
         session.flush()
     except IntegrityError as exc:  # another writer took an id between our check and insert
         raise ValueError("a job id in this batch was taken by another writer") from exc
@@ -370,37 +369,10 @@ def _apply(
     last = session.scalar(
         select(func.coalesce(func.max(HistoryRow.seq), 0)).where(HistoryRow.job_id == row.id)
     )
-    session.add(_history_row(row.id, int(last or 0) + 1, step))
+    session.add(history_row(row.id, int(last or 0) + 1, step))
     row.status = to_state.value
     row.updated_at = now
     for name, value in values.items():
         setattr(row, name, value)
     session.flush()
-    return from_columns(row, _histories(session, [row.id]).get(row.id, ()))
-
-
-def _histories(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[Transition, ...]]:
-    found: dict[str, builtins.list[Transition]] = {}
-    for start in range(0, len(job_ids), _CHUNK):
-        chunk = job_ids[start : start + _CHUNK]
-        rows = session.scalars(
-            select(HistoryRow)
-            .where(HistoryRow.job_id.in_(chunk))
-            .order_by(HistoryRow.job_id, HistoryRow.seq)
-        )
-        for h in rows:
-            found.setdefault(h.job_id, []).append(
-                Transition(h.time, JobState(h.from_state), JobState(h.to_state), h.reason)
-            )
-    return {job_id: tuple(steps) for job_id, steps in found.items()}
-
-
-def _history_row(job_id: str, seq: int, step: Transition) -> HistoryRow:
-    return HistoryRow(
-        job_id=job_id,
-        seq=seq,
-        time=step.time,
-        from_state=step.from_state.value,
-        to_state=step.to_state.value,
-        reason=step.reason,
-    )
+    return from_columns(row, histories(session, [row.id]).get(row.id, ()))

@@ -1,0 +1,41 @@
+"""A job's history rows: written one per transition, read back in order for many jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vramscribe.core.jobs import JobState, Transition
+from vramscribe.store.schema import HistoryRow
+
+CHUNK = 500
+"""Ids per IN (...) list: SQLite caps the number of bound parameters in one statement."""
+
+
+def histories(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[Transition, ...]]:
+    found: dict[str, list[Transition]] = {}
+    for start in range(0, len(job_ids), CHUNK):
+        chunk = job_ids[start : start + CHUNK]
+        rows = session.scalars(
+            select(HistoryRow)
+            .where(HistoryRow.job_id.in_(chunk))
+            .order_by(HistoryRow.job_id, HistoryRow.seq)
+        )
+        for h in rows:
+            found.setdefault(h.job_id, []).append(
+                Transition(h.time, JobState(h.from_state), JobState(h.to_state), h.reason)
+            )
+    return {job_id: tuple(steps) for job_id, steps in found.items()}
+
+
+def history_row(job_id: str, seq: int, step: Transition) -> HistoryRow:
+    return HistoryRow(
+        job_id=job_id,
+        seq=seq,
+        time=step.time,
+        from_state=step.from_state.value,
+        to_state=step.to_state.value,
+        reason=step.reason,
+    )
