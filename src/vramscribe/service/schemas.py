@@ -16,12 +16,11 @@ Loose = str | int | float | bool | None
 """A field value as a client may send it; :meth:`JobRequest.parse` reads it."""
 
 
-class JobByPath(WhisperFields):
-    """``POST /v1/jobs`` with JSON: a file under an allowed root, and per-job options."""
+class JobOptions(WhisperFields):
+    """The options of a job sent as JSON, one set for one path or for a batch of paths."""
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
     model: Loose = None
     language: Loose = None
     priority: Loose = None
@@ -39,6 +38,12 @@ class JobByPath(WhisperFields):
 
     def options(self) -> dict[str, Loose]:
         return {name: getattr(self, name) for name in OPTION_FIELDS} | whisper_values(self)
+
+
+class JobByPath(JobOptions):
+    """``POST /v1/jobs`` with JSON: a file under an allowed root, and per-job options."""
+
+    path: str
 
 
 class HistoryEntry(BaseModel):
@@ -148,29 +153,10 @@ MAX_BATCH = 1000
 """Files or paths one batch request may hold."""
 
 
-class JobsByPath(WhisperFields):
+class JobsByPath(JobOptions):
     """``POST /v1/batches`` with JSON: files under an allowed root, one set of options."""
 
-    model_config = ConfigDict(extra="forbid")
-
     paths: list[str] = Field(min_length=1, max_length=MAX_BATCH)
-    model: Loose = None
-    language: Loose = None
-    priority: Loose = None
-    beam_size: Loose = None
-    vad_filter: Loose = None
-    word_timestamps: Loose = None
-    initial_prompt: Loose = None
-    hotwords: Loose = None
-    compute_type: Loose = None
-    batch_size: Loose = None
-    split_channels: Loose = None
-    channel_names: Loose | list[str] = None
-    callback_url: str | None = None
-    """Where the job's end is posted (see ``service/webhooks.py``)."""
-
-    def options(self) -> dict[str, Loose]:
-        return {name: getattr(self, name) for name in OPTION_FIELDS} | whisper_values(self)
 
 
 class BatchItemOut(BaseModel):
