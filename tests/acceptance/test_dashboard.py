@@ -68,7 +68,9 @@ def fake_service(tmp_path: Path, services: list[Service]) -> Service:
     """A fake GPU with room for one instance next to a neighbour: a second job must wait."""
     gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=3000, foreign_mb=700)
     cfg = {"device_path": str(gpu.path), "memory_mb": 1100, "speed_x": 2.0, "load_s": 2.0}
-    svc = start_service(tmp_path, "--device", f"fake:{gpu.path}", "--model", "small", fake=cfg)
+    # A short keep-alive: the page shows memory coming back without a minute's wait.
+    svc = start_service(tmp_path, "--device", f"fake:{gpu.path}", "--model", "small",
+                        "--keep-alive", "1", fake=cfg)  # fmt: skip
     services.append(svc)
     return svc
 

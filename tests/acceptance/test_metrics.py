@@ -27,7 +27,9 @@ def test_metrics_match_the_store(tmp_path: Path, services: list[Service]) -> Non
     gpu = SharedFakeDevice.create(tmp_path / "gpu.json", total_mb=6000, foreign_mb=1000)
     cfg = {"device_path": str(gpu.path), "memory_mb": 1100, "speed_x": 8.0, "load_s": 0.3,
            "fail": "crash", "fail_attempts": [1]}  # fmt: skip
-    svc = start_service(tmp_path, "--device", f"fake:{gpu.path}", "--model", "small", fake=cfg)
+    # No keep-alive: every instance's release is confirmed right after its last job.
+    svc = start_service(tmp_path, "--device", f"fake:{gpu.path}", "--model", "small",
+                        "--keep-alive", "0", fake=cfg)  # fmt: skip
     services.append(svc)
     with svc.client() as c:
         assert svc.client(None).get("/metrics").status_code == 401

@@ -138,6 +138,22 @@ def test_sixty_jobs_of_mixed_models_and_priorities_run_once_across_three_nodes(
         assert device.true_state().oom_events == 0
 
 
+def test_devices_lists_every_node_and_its_device(fake_cluster: FakeCluster) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "vramscribe", "devices", "--ray", fake_cluster.cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if "fake:0" in line]
+    assert len(rows) == 3, out.stdout  # one fake GPU per node, read on that node
+    for node_id in fake_cluster.gpus:
+        row = next(line for line in rows if node_id[:8] in line)
+        assert row.count("5.9 GiB") == 2  # 6000 MB in all, all of it free
+
+
 def test_the_cli_runs_a_batch_on_the_cluster(fake_cluster: FakeCluster, tmp_path: Path) -> None:
     gpu = next(iter(fake_cluster.gpus.values())).path
     for n in range(6):

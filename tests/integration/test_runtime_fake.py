@@ -219,7 +219,8 @@ def test_a_worker_that_exits_before_its_last_line_is_read_is_not_a_crash(tmp_pat
     [task] = add_jobs(runner, device, tmp_path, 1, seconds=0.5, speed_x=100.0, load_s=0.0)
     runner.step()  # admits and starts the worker
     worker = runner.workers[task.job.id]
-    worker.handle.wait(60)  # it has printed everything and exited; nothing handled yet
+    worker.handle.close()  # no further job: a warm worker exits once this one is done
+    assert worker.handle.wait(60) == 0  # it has printed everything and exited; nothing handled
     runner._reap(runner.clock())
     assert task.job.state is JobState.LOADING and task.job.attempts == 1
     runner.run()

@@ -20,11 +20,19 @@ from vramscribe.settings import RunSettings, default
 
 @click.command()
 @click.option("--device", default=default(RunSettings, "device"), show_default=True)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="auto|ADDRESS",
+    help="Show the devices of every node of a Ray cluster instead, read on each node.",
+)
 @limit_options
-def devices(device: str, **opts: Any) -> None:
+def devices(device: str, ray_address: str | None, **opts: Any) -> None:
     """Show the devices vramscribe sees, their memory, which processes use it, and the
     limits set with --memory-limit, --memory-fraction and --reserve."""
     console = Console()
+    if ray_address:
+        sys.exit(_cluster_devices(ray_address, console))
     try:
         found = pick_devices(device, 1)
         limits = memory_limits(opts)
@@ -118,3 +126,32 @@ def report(run: str | None, html: Path | None, png: Path | None, chrome_trace: P
 
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
     sys.exit(report_command(run, html, png, chrome_trace, console))
+
+
+def _cluster_devices(address: str, console: Console) -> int:
+    """``devices --ray``: one row per device of every node that has devices."""
+    from vramscribe.cluster.ray_devices import read_node_devices
+    from vramscribe.cluster.ray_head import ray_address
+
+    try:
+        found = read_node_devices(ray_address(address))
+    except VramscribeError as exc:
+        error(str(exc), console)
+        return 2
+    if not found:
+        error("no node of the Ray cluster has devices for vramscribe", console)
+        return 1
+    table = Table("node", "address", "device", "kind", "total", "free", "processes")
+    for dev in found:
+        procs = ", ".join(f"{pid}: {mb:.0f} MB" for pid, mb in sorted(dev.processes.items()))
+        table.add_row(
+            dev.node_id[:8],
+            dev.address,
+            cell(dev.device_id),
+            dev.kind,
+            f"{dev.total_mb / 1024:.1f} GiB",
+            f"{dev.free_mb / 1024:.1f} GiB",
+            cell(procs),
+        )
+    console.print(table)
+    return 0

@@ -175,7 +175,7 @@ class RayHead:
                 continue
             if not node.get("Alive", False) or node_id in self.lost:
                 continue
-            device = _device_of(node)
+            device = node_device(node)
             if device is None:
                 continue
             strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
@@ -313,7 +313,7 @@ class NoNodes(VramscribeError):
     node with its devices (ray start --labels vramscribe.device=cpu)."""
 
 
-def _device_of(node: dict[str, Any]) -> str | None:
+def node_device(node: dict[str, Any]) -> str | None:
     labels = node.get("Labels") or {}
     if DEVICE_LABEL in labels:
         return str(labels[DEVICE_LABEL])
