@@ -12,6 +12,7 @@ whole, its jobs are stored one by one, so one bad record fails alone.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramscribe.store.records import JobRecord
@@ -27,10 +28,21 @@ class _Slot:
 
 
 class GroupCommit:
-    """:meth:`add` is :meth:`Store.add`, with concurrent calls sharing a transaction."""
+    """:meth:`add` is :meth:`Store.add`, with concurrent calls sharing a transaction.
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    ``many`` and ``one`` store a group and a single record (default: the store's
+    ``add_many`` and ``add``; a scheduling service passes its leases' own, which
+    store each job already leased).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        many: Callable[[list[JobRecord]], list[JobRecord]] | None = None,
+        one: Callable[[JobRecord], JobRecord] | None = None,
+    ) -> None:
+        self._many = many or store.add_many
+        self._one = one or store.add
         self._cv = threading.Condition()
         self._queue: list[_Slot] = []
         self._leading = False
@@ -63,13 +75,13 @@ class GroupCommit:
 
     def _commit(self, group: list[_Slot]) -> None:
         try:
-            stored = self._store.add_many([s.record for s in group])
+            stored = self._many([s.record for s in group])
             for slot, rec in zip(group, stored, strict=True):
                 slot.stored = rec
         except Exception:
             for slot in group:
                 try:
-                    slot.stored = self._store.add(slot.record)
+                    slot.stored = self._one(slot.record)
                 except Exception as exc:
                     slot.error = exc
         for slot in group:

@@ -54,10 +54,16 @@ class Leases:
     def add(self, record: JobRecord, now: float) -> JobRecord:
         """Store a new job already leased to this run, in one transaction: no other
         claim (not even this run's own heartbeat) can see it unowned."""
+        (stored,) = self.add_many([record], now)
+        return stored
+
+    def add_many(self, records: list[JobRecord], now: float) -> list[JobRecord]:
+        """:meth:`add` for several jobs, all in one transaction (a group commit's)."""
         with self.store._write() as session:
-            (row,) = _insert(session, [record])
-            self._put(session, record.id, None, now)
-            return from_columns(row, record.history)
+            rows = _insert(session, records)
+            for record in records:
+                self._put(session, record.id, None, now)
+            return [from_columns(row, rec.history) for row, rec in zip(rows, records, strict=True)]
 
     def take(self, job_id: str, now: float) -> bool:
         """Lease a job this scheduler was just given; False if someone holds it already."""

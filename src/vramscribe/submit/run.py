@@ -25,7 +25,7 @@ from vramscribe.devices.base import Device
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound, VramscribeError
-from vramscribe.naming import claim, path_key
+from vramscribe.naming import Claims, claim
 from vramscribe.paths import host_dir, new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.ledger import LedgerWriter
@@ -63,8 +63,13 @@ class Run:
         self.persister = StorePersister(store)
         self.adds = GroupCommit(store)
         """New jobs from concurrent submissions share a transaction (see store/group.py)."""
+        self.leased_adds = GroupCommit(store, self._add_leased, self._add_leased_one)
+        """The same for a run that schedules a shared store: each job stored leased to it."""
         runner.listeners += [self.timeline, self.persister, self._save_footprints]
         runner.listeners.append(LedgerWriter(store.ledger))
+        self.claims = Claims()
+        """The outputs of this run's unfinished jobs (see :func:`vramscribe.naming.claim`)."""
+        runner.listeners.append(self._release_claims)
         self.splits = SplitMerger(runner)
         runner.listeners.append(self.splits)
         self.orphans_ended: list[int] = []
@@ -99,7 +104,7 @@ class Run:
         prepared = self._prepare(request, now)
         if isinstance(prepared, JobRecord):
             return prepared
-        record = self._store(*prepared, now)
+        record = self._store(*prepared)
         self._queue(*prepared)
         return record
 
@@ -118,7 +123,7 @@ class Run:
                 built.append(exc)
         new = [b for b in built if isinstance(b, tuple)]
         if self.leases is not None:  # leased one by one, like single submissions
-            records: list[JobRecord | Exception] = [self._store(*b, now) for b in new]
+            records: list[JobRecord | Exception] = [self._store(*b) for b in new]
         else:
             records = self.adds.add_each([job.record for job, _ in new])
         stored = iter(records)
@@ -158,14 +163,22 @@ class Run:
         )
         return new, failure
 
-    def _store(self, new: NewJob, failure: str | None, now: float) -> JobRecord:
+    def _store(self, new: NewJob, failure: str | None) -> JobRecord:
         """Store one new job: leased to this run from the start when it schedules a shared
         store (the heartbeat's claims must not take it too), else through the group commit."""
         if self.leases is not None and failure is None:
-            return self.leases.add(new.record, now)
+            return self.leased_adds.add(new.record)
         return self.adds.add(new.record)
 
+    def _add_leased(self, records: list[JobRecord]) -> list[JobRecord]:
+        assert self.leases is not None
+        return self.leases.add_many(records, self.runner.clock())
+
+    def _add_leased_one(self, record: JobRecord) -> JobRecord:
+        return self._add_leased([record])[0]
+
     def _queue(self, new: NewJob, failure: str | None) -> None:
+        self.claims.add(new.task.job.id, new.task.input, new.task.outputs)
         if not self.schedules:
             return  # API only: a scheduler sharing the store claims it
         if failure is not None:
@@ -199,6 +212,8 @@ class Run:
         self.splits.add(group)
         reason = f"waiting for its {channels} channels"
 
+        self.claims.add(parent.task.job.id, parent.task.input, parent.task.outputs)
+
         def queue() -> None:
             self.runner.hold(parent.task, reason, [c.task.job.id for c in children])
             for child in children:
@@ -209,14 +224,8 @@ class Run:
 
     def _distinct_outputs(self, request: JobRequest) -> JobRequest:
         """``request`` with outputs no other input writes or owns (see :mod:`vramscribe.naming`)."""
-        claimed = {
-            path_key(path): path_key(task.input)
-            for task in list(self.runner.tasks.values())
-            if not task.job.state.is_final
-            for _, path in task.outputs
-        }
         records = self.store.ledger.sources(path for _, path in request.outputs)
-        outputs = claim(request.input, request.outputs, records, claimed)
+        outputs = claim(request.input, request.outputs, records, self.claims)
         return request if outputs == request.outputs else replace(request, outputs=outputs)
 
     def resume(self, record: JobRecord, engine: EngineOptions | None = None) -> Task:
@@ -224,6 +233,7 @@ class Run:
         task = task_from_record(record)
         if engine is not None:
             task.engine = engine
+        self.claims.add(task.job.id, task.input, task.outputs)
         self.persister.known(record.id, len(record.history))
         self._on_runner_thread(lambda: self.runner.add(task))
         return task
@@ -267,6 +277,10 @@ class Run:
             fn()
         else:
             self.runner.call_soon(fn)
+
+    def _release_claims(self, event: RunnerEvent) -> None:
+        if isinstance(event, JobChanged) and event.task.job.state.is_final:
+            self.claims.drop(event.task.job.id)
 
     def _save_footprints(self, event: RunnerEvent) -> None:
         """Keep what was learned, at most every few seconds (the run's close saves the rest).
