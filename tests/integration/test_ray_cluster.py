@@ -138,6 +138,34 @@ def test_sixty_jobs_of_mixed_models_and_priorities_run_once_across_three_nodes(
         assert device.true_state().oom_events == 0
 
 
+def test_a_job_that_fits_no_node_fails_with_its_reason_and_the_rest_run(
+    fake_cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """large-v3 in float32 (about 8.8 GB) on nodes of 6000 MB: every node's plan rejects it,
+    so it fails at once, as on one machine, instead of waiting forever."""
+    gpu = next(iter(fake_cluster.gpus.values())).path
+    with Store(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        small = submit(store, tmp_path, 0, 2.0, "small", gpu)
+        audio = write_wav(tmp_path / "in" / "big.wav", 2.0)
+        request = JobRequest(input=audio, model="large-v3", compute_type="float32",
+                             engine="fake", fake={"device_path": str(gpu), "memory_mb": 8000},
+                             outputs=(("json", tmp_path / "out" / "big.json"),))  # fmt: skip
+        big = build_job(request, choose_model("large-v3", "fake"), cpu_threads=1, now=1e9,
+                        audio_s=2.0)  # fmt: skip
+        store.add(big.record)
+        head = RayHead(store, Settings(), tmp_path / "head", address=None)
+        load(store, head, [small, big.record.id])
+        try:
+            head.run(timeout_s=300)
+        finally:
+            head.close()
+        check_once(store, [small])
+        record = store.get(big.record.id)
+        assert record is not None and record.status is JobState.FAILED
+        assert "fits no node of the cluster" in (record.error or ""), record.error
+        assert all(f"node {n[:8]}" in (record.error or "") for n in fake_cluster.gpus)
+
+
 def test_devices_lists_every_node_and_its_device(fake_cluster: FakeCluster) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "vramscribe", "devices", "--ray", fake_cluster.cluster.address],

@@ -27,7 +27,7 @@ from typing import Any
 
 from vramscribe.cluster.ray_agent import NodeReport, agent_actor
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.jobs import JobState
+from vramscribe.core.jobs import JobState, fail
 from vramscribe.core.planner import plan
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.settings import Settings
@@ -96,6 +96,10 @@ class RayHead:
         """(job id, node id) for every job leased to a node, in order."""
         self.listeners: list[Callable[[RunnerEvent], None]] = []
         self._discovered = float("-inf")
+        self._rejected: dict[str, dict[str, str]] = {}
+        """Pending jobs a node's plan rejected (fits none of its devices), by node: a job
+        every live node rejects can never run and fails, as on one machine."""
+        self._persister = StorePersister(store)
 
     # -- jobs ------------------------------------------------------------------------------
     def add(self, task: Task) -> None:
@@ -161,6 +165,21 @@ class RayHead:
             link.leases.renew(self.clock())
             self._apply(link, report)
             self._dispatch(link, report)
+        self._reject_where_no_node_fits()
+
+    def _reject_where_no_node_fits(self) -> None:
+        for job_id, by_node in list(self._rejected.items()):
+            task = self.tasks.get(job_id)
+            if task is None or job_id not in self.queue:
+                del self._rejected[job_id]
+            elif self.nodes and set(self.nodes) <= set(by_node):
+                del self._rejected[job_id]
+                self.queue.remove(job_id)
+                why = "; ".join(f"node {n[:8]}: {r}" for n, r in sorted(by_node.items()))
+                self._persister.known(job_id, len(task.job.history))
+                fail(task.job, self.clock(), f"fits no node of the cluster ({why})")
+                self._persister.persist(task)
+                self._publish(JobChanged(task))
 
     def _discover(self) -> None:
         import ray
@@ -254,6 +273,8 @@ class RayHead:
             link.persister.known(start.job_id, len(task.job.history))
             audio = None if self._shared(task.input) else task.input.read_bytes()
             link.agent.start.remote(task, start, audio)
+        for reject in decisions.rejects:
+            self._rejected.setdefault(reject.job_id, {})[link.node_id] = reject.reason
         for job in self.queue:
             task = self.tasks[job.id]
             task.pending_reason = f"{decisions.reason_for(job.id)} (node {link.node_id[:8]})"
