@@ -70,3 +70,7 @@ class SchedulerRunning(VramscribeError):
 
 class LeaseLost(VramscribeError):
     """This scheduler no longer holds the job's lease: another node owns it now."""
+
+
+class UnknownSchema(VramscribeError):
+    """The job store was written by a version of vramscribe that this one does not know."""

@@ -8,15 +8,18 @@ to it and inserting rows the way that version wrote them, then opens it with
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 from vramscribe.core.jobs import Job, JobState
+from vramscribe.errors import UnknownSchema
 from vramscribe.store import JobRecord, Store
 from vramscribe.store.database import MIGRATIONS, alembic_config, connect, migrate
 from vramscribe.store.records import COLUMNS, JOB_FIELDS
@@ -161,3 +164,14 @@ def test_sqlite_upgrade_keeps_history_rows(tmp_path: Path) -> None:
         last = store.get("j1499")
         assert last is not None and last.profile == "small" and len(last.history) == 1
         assert last.options == engine_options(1499)
+
+
+def test_a_store_from_an_unknown_version_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    """A store stamped by a revision this version does not have (a newer vramscribe, or a
+    development build) is not touched; the error says what to do."""
+    db = tmp_path / "jobs.db"
+    Store(f"sqlite:///{db}").close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'zz99_from_elsewhere'")
+    with pytest.raises(UnknownSchema, match=r"another version of vramscribe.*move the store aside"):
+        Store(f"sqlite:///{db}")

@@ -15,9 +15,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from vramscribe.errors import UnknownSchema
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # How long a SQLite writer waits for another one before giving up with "database is locked".
@@ -64,7 +67,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
             )
-        command.upgrade(alembic_config(connection), revision)
+        try:
+            command.upgrade(alembic_config(connection), revision)
+        except CommandError as exc:
+            if "Can't locate revision" not in str(exc):
+                raise
+            raise UnknownSchema(
+                f"the job store at {engine.url.render_as_string(hide_password=True)} was "
+                f"written by another version of vramscribe ({exc}); use that version, or "
+                "move the store aside to start a new one"
+            ) from None
 
 
 def alembic_config(connection: Connection) -> Config:
