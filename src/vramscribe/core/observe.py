@@ -141,6 +141,7 @@ class PolicyShell:
         self.instances: list[Tracked] = []
         self.started_at: float | None = None
         self.fresh: set[str] = set()  # devices with a reading taken after the reading lag
+        self.lag: dict[str, float] = {}  # each device's reading lag, as last given
         self.managed: dict[str, float] = {}
         """Per device: what other vramscribe processes on the host hold or reserved (their
         ledger entries). Admitted under the same rule, it is not a neighbour's peak to keep."""
@@ -203,6 +204,9 @@ class PolicyShell:
         out = Observation()
         if self.started_at is None:
             self.started_at = now
+        devices = list(devices)
+        for dev in devices:
+            self.lag[dev.id] = dev.reading_lag_s
         self._confirm_releases(now, readings, out)
         for inst in self.instances:
             reading = readings.get(inst.device_id)
@@ -290,8 +294,14 @@ class PolicyShell:
                 # No per-process view: wait out the reading lag instead.
                 gone = now - inst.exited_at >= self.settle_s
             else:
+                # A reading older than the exit plus the device's lag may not show an
+                # instance that lived less than the lag at all; one that then showed it
+                # would count its memory as a neighbour's (and as their peak).
                 reading = readings.get(inst.device_id)
-                gone = reading is None or inst.pid not in reading.processes
+                lag = self.lag.get(inst.device_id, 0.0)
+                gone = reading is None or (
+                    inst.pid not in reading.processes and reading.time >= inst.exited_at + lag
+                )
             if gone:
                 out.released.append(inst)
                 continue
