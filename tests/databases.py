@@ -9,8 +9,12 @@ PostgreSQL cases fail, saying what to run; they never skip.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import Engine, text
 
 PG_ENV = "VRAMSCRIBE_TEST_PG_URL"
 
@@ -24,3 +28,17 @@ def postgres_url() -> str:
         f'make test, or export {PG_ENV}="$(scripts/test-deps.sh)" first',
         pytrace=False,
     )
+
+
+@contextmanager
+def scratch_schema(admin: Engine) -> Iterator[str]:
+    """A URL whose connections see only a fresh schema of their own, dropped after."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        scoped = admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

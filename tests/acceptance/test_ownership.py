@@ -12,18 +12,17 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from tests.acceptance.conftest import Service, free_port, start_service
 from tests.acceptance.test_service_fake import upload_clips, wait_all
-from tests.databases import postgres_url
+from tests.databases import postgres_url, scratch_schema
 from vramscribe.devices.shared_fake import SharedFakeDevice
 
 
@@ -31,15 +30,10 @@ from vramscribe.devices.shared_fake import SharedFakeDevice
 def shared_pg() -> Iterator[str]:
     """A PostgreSQL URL that sees only a fresh schema of its own."""
     admin = create_engine(postgres_url())
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        scoped = admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
+        with scratch_schema(admin) as url:
+            yield url
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
 
 

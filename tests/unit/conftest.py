@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 
-from tests.databases import postgres_url
+from tests.databases import postgres_url, scratch_schema
 
 
 @pytest.fixture(scope="session")
@@ -22,15 +21,8 @@ def pg_admin() -> Iterator[Engine]:
 @pytest.fixture
 def pg_url(pg_admin: Engine) -> Iterator[str]:
     """A URL whose connections see only a fresh schema of their own."""
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    with pg_admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        scoped = pg_admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with pg_admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with scratch_schema(pg_admin) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
