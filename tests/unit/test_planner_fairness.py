@@ -68,3 +68,48 @@ def test_a_reserve_is_kept_free_and_overlaps_the_neighbours_headroom() -> None:
     # Too big for the device less the reserve: rejected at once.
     p = plan(0, [job("big", "large-v3")], [gpu(total=5000, reserve_mb=1000)], [], NO_MARGIN)
     assert [r.job_id for r in p.rejects] == ["big"]
+
+
+def idle(iid: str, model: str, mb: float) -> InstanceView:
+    return InstanceView(f"done-{iid}", "cuda:0", JobState.PROCESSING, mb, mb, 0.0, 50, iid,
+                        f"{model}/float16", 0.0)  # fmt: skip
+
+
+def ranked(id: str, model: str, priority: int, audio_s: float = 600.0) -> Job:
+    return Job(id, model, audio_s, priority=priority, compute_type="float16", batch_size=1)
+
+
+def test_a_high_priority_job_waiting_for_our_jobs_holds_back_lower_ones_warm_starts_too() -> None:
+    # A large-v3 instance runs; an idle tiny instance sits beside it; 2.2 GB free.
+    insts = [busy("r", 4700, end=500), idle("t", "tiny", 600)]
+    device = [gpu(total=7500, free=2200)]
+    low = ranked("low", "tiny", 25)
+    alone = plan(10, [low], device, insts, NO_MARGIN)
+    assert [(s.job_id, s.instance_id) for s in alone.starts] == [("low", "t")]
+    # An urgent medium job does not fit in what is free: the low job may not
+    # take the idle instance (a long file would keep it, and its memory, for minutes).
+    urgent = ranked("urgent", "medium", 100)
+    p = plan(10, [urgent, low], device, insts, NO_MARGIN)
+    assert p.starts == []
+    assert p.reason_for("low") == "held back for job urgent (higher priority)"
+    # Its memory goes to the urgent job instead: the idle instance is evicted for it.
+    assert [(r.instance_id, r.reason) for r in p.releases] == [
+        ("t", "evicted for job urgent (medium)")
+    ]
+
+
+def test_jobs_of_the_same_priority_still_backfill_around_a_waiting_one() -> None:
+    insts = [busy("r", 4700, end=500)]
+    queue = [ranked("big", "medium", 50), ranked("small", "tiny", 50, audio_s=10.0)]
+    p = plan(10, queue, [gpu(total=7500, free=2200)], insts, NO_MARGIN)
+    assert [s.job_id for s in p.starts] == ["small"]
+
+
+def test_a_high_priority_job_blocked_by_others_memory_holds_nothing_back() -> None:
+    # Another process holds 6 GB of 8: the medium job fits only on the empty device, so
+    # it is blocked by others' memory; the low tiny job uses what it cannot.
+    device = [gpu(total=8000, free=2000)]
+    queue = [ranked("urgent", "medium", 100), ranked("low", "tiny", 25)]
+    p = plan(10, queue, device, [], NO_MARGIN)
+    assert "urgent" in p.blocked
+    assert [s.job_id for s in p.starts] == ["low"]

@@ -10,8 +10,10 @@ import dataclasses
 import pytest
 
 from vramscribe.core.settings import Settings
+from vramscribe.sim.neighbours import ConstantNeighbour
 from vramscribe.sim.policies import make_policy
-from vramscribe.sim.scenarios import load_scenario
+from vramscribe.sim.results import priority_met
+from vramscribe.sim.scenarios import GIB_MB, load_scenario
 from vramscribe.sim.simulator import Simulation
 
 BASELINES = ["batched-1", "warm-static-2", "static-2"]
@@ -47,3 +49,30 @@ def test_a_job_blocked_by_a_pinned_neighbour_fails_with_what_would_help() -> Non
         assert "int8" in str(job.error) and "another device" in str(job.error)
         waited = job.history[-1].time - job.submitted_at
         assert waited <= Settings().max_wait_for_memory_s + 5.0
+    # Counted apart: a job given up on waited the user's bound, whatever the order.
+    assert result.gave_up == len(failed)
+
+
+def test_starvation_counts_a_given_up_jobs_wait_before_its_last_blocked_stretch() -> None:
+    # 16 GiB with 12 pinned: every large job is given up on at the bound (300 s), while
+    # small ones finish in well under that. Counting the bound itself would say "starved".
+    world = load_scenario("pinned-8g")
+    gpu = dataclasses.replace(
+        world.gpus[0], total_mb=16 * GIB_MB, foreign=ConstantNeighbour(12 * GIB_MB)
+    )
+    scenario = dataclasses.replace(world, gpus=[gpu], seed=1612)
+    sim = Simulation(scenario, make_policy("vramscribe"), Settings())
+    result = sim.run(MAX_SIM_TIME_S)
+    bound = Settings().max_wait_for_memory_s
+    given_up = [sim.jobs[i] for i in sim.given_up]
+    assert given_up and all(j.model in {"medium", "large-v3"} for j in given_up)
+    for job in given_up:
+        assert job.history[-1].time - job.submitted_at >= bound
+    assert result.starvation_ratio <= 2.0
+
+
+def test_high_priority_is_served_within_a_fifth_of_normal_or_a_minute() -> None:
+    assert priority_met(59.0, 10.0)  # both short: a minute is no wait
+    assert priority_met(200.0, 1000.0)
+    assert not priority_met(201.0, 1000.0)
+    assert not priority_met(61.0, 100.0)

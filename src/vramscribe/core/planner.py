@@ -137,6 +137,8 @@ class _Planner:
         self.batches = Batches(book, now, settings.batch_lookahead)
         self.pending_keys: set[str] = set()
         self.first_waiting: str | None = None
+        # The highest-priority job left waiting for our own jobs in this call.
+        self.barrier: Job | None = None
         self.counting = False
         # Bumped by every decision that changes a device's room (start, eviction, hold).
         self.generation = 0
@@ -157,20 +159,34 @@ class _Planner:
             if job.not_before > self.now:
                 self._waits(job, f"retrying in {job.not_before - self.now:.0f} s")
                 continue
+            if self.barrier is not None and job.priority < self.barrier.priority:
+                self._waits(job, f"held back for job {self.barrier.id} (higher priority)")
+                continue
             if self._start_warm(job):
                 continue
             if not only_warm:
                 closed = self._closed()
                 if closed is None:
                     self._consider(job)
+                    self._raise_barrier(job)
                     continue
                 only_warm = True
                 self._closed_for(job, closed)
             else:
                 # Nothing new starts; a queued job may still be one others' memory blocks.
                 self._classify(job)
+            self._raise_barrier(job)
             if not (self.others_hold or self._warm_possible()):
                 break
+
+    def _raise_barrier(self, job: Job) -> None:
+        """A job left waiting for our own jobs holds back every lower-priority one, warm
+        starts included: those would take the memory and the compute it waits for, and a
+        warm instance given a long low-priority file keeps both for its whole length."""
+        if job.id not in self.result.reasons or job.id in self.result.blocked:
+            return
+        if self.barrier is None or job.priority > self.barrier.priority:
+            self.barrier = job
 
     def _closed_for(self, job: Job, closed: str) -> None:
         """No new instance can start anywhere: ``job`` waits for the reason that closes them."""

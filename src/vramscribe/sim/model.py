@@ -132,6 +132,8 @@ class SimResult:
     warm_starts: int = 0
     batch_clamped: int = 0
     seed: int = 0
+    gave_up: int = 0
+    priority_met: bool = True
 
     @property
     def ratio_to_bound(self) -> float:

@@ -60,6 +60,7 @@ class Simulation:
         self.fifo: list[tuple[float, str]] = []
         self.first_start: dict[str, float] = {}
         self.rejected: set[str] = set()
+        self.given_up: set[str] = set()
         self.oom_events = 0
         self.retries = 0
         self.model_loads = 0
@@ -90,6 +91,7 @@ class Simulation:
         job = self.jobs[job_id]
         self._dequeue(job)
         fail(job, self.now, reason)
+        self.given_up.add(job_id)
         self.final += 1
 
     def instances(self) -> list[SimInstance]:
