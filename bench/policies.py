@@ -103,7 +103,8 @@ def print_summary(name: str, runs: dict[int, list[SimResult]]) -> None:
     seeds = sorted(runs)
     print(f"\n### {name} across seeds {', '.join(map(str, seeds))}")
     print(f"{'policy':<13} {'mean_ratio':>10} {'worst_ratio':>11} {'mean_speed':>10} "
-          f"{'ooms':>6} {'failed':>6} {'rejected':>8} {'unfinished':>10}")  # fmt: skip
+          f"{'ooms':>6} {'failed':>6} {'rejected':>8} {'unfinished':>10} {'hi_ok':>5} "
+          f"{'worst_starv':>11}")  # fmt: skip
     by_policy: dict[str, list[SimResult]] = {}
     for seed in seeds:
         for r in runs[seed]:
@@ -116,7 +117,8 @@ def print_summary(name: str, runs: dict[int, list[SimResult]]) -> None:
             f"{policy:<13} {statistics.fmean(ratios):>10.2f} {max(ratios):>11.2f} "
             f"{statistics.fmean(r.throughput_x for r in rs):>10.1f} {ooms:>6d} "
             f"{sum(r.failed for r in rs):>6d} {sum(r.rejected for r in rs):>8d} "
-            f"{unfinished:>10d}" + marker(unfinished, ooms)
+            f"{unfinished:>10d} {sum(r.priority_met for r in rs):>3d}/{len(rs)} "
+            f"{max(r.starvation_ratio for r in rs):>11.2f}" + marker(unfinished, ooms)
         )
 
 
