@@ -9,9 +9,8 @@
 and every admission lowers ``effective_free`` before the next job is looked
 at, so one call can never overbook a device (the seed's first defect).
 
-Order is numeric priority plus linear aging, then submission time. Because
-every waiting job ages at the same rate, the order between two jobs never
-changes with time, which keeps sorting cheap.
+Order is numeric priority plus linear aging, then submission time (so two jobs
+never swap places); a job left waiting holds back every lower-priority one.
 
 Warm instances come first: a job whose engine key matches an idle instance
 runs there, with no start and no load, if its growth fits; idle instances are
@@ -37,8 +36,6 @@ from vramscribe.core.idle import Release, evict_for, release_idle
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.core.queue import in_order, queued_keys
 from vramscribe.core.room import (
-    GIB,
-    PROCESS_START_S,
     Hold,
     Room,
     closed_summary,
@@ -55,8 +52,6 @@ from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 
 __all__ = [
-    "GIB",
-    "PROCESS_START_S",
     "Blocked",
     "Hold",
     "Plan",
@@ -92,13 +87,11 @@ def plan(
 class _Planner:
     """One call's working state; each method is one rule of the planner.
 
-    Cost is bounded: once one job has not started, at most ``backfill_depth``
-    further jobs are looked at, whatever the path (waiting, held back, retrying,
-    rejected, warm-only). Each look is cheap: a job whose smallest estimate
-    exceeds the most free memory of every open device waits at once, and a
-    job like one that just could not start (same model, settings and batch
-    candidates, audio at least as long, no decision since) shares its reason.
-    """
+    Cost is bounded: once one job has not started, at most ``backfill_depth`` further
+    jobs are looked at, whatever the path. Each look is cheap: a job whose smallest
+    estimate exceeds every open device's free memory waits at once, and a job like one
+    that just could not start (same model, settings and batch candidates, audio at
+    least as long, no decision since) shares its reason."""
 
     def __init__(
         self,
@@ -137,8 +130,7 @@ class _Planner:
         self.batches = Batches(book, now, settings.batch_lookahead)
         self.pending_keys: set[str] = set()
         self.first_waiting: str | None = None
-        # The highest-priority job left waiting for our own jobs in this call.
-        self.barrier: Job | None = None
+        self.barrier: Job | None = None  # the highest-priority job left waiting
         self.counting = False
         # Bumped by every decision that changes a device's room (start, eviction, hold).
         self.generation = 0
@@ -180,9 +172,8 @@ class _Planner:
                 break
 
     def _raise_barrier(self, job: Job) -> None:
-        """A job left waiting for our own jobs holds back every lower-priority one, warm
-        starts included: those would take the memory and the compute it waits for, and a
-        warm instance given a long low-priority file keeps both for its whole length."""
+        """A job left waiting for our own jobs holds back lower-priority ones, warm starts
+        too: a long low-priority file would keep the memory and compute it waits for."""
         if job.id not in self.result.reasons or job.id in self.result.blocked:
             return
         if self.barrier is None or job.priority > self.barrier.priority:
