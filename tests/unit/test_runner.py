@@ -7,6 +7,7 @@ confirmation, retries, cancellation and hang detection.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -363,5 +364,5 @@ def test_a_queued_job_hears_a_new_kind_of_wait_at_once_and_new_words_at_most_eve
     assert sum("is saturated: job" in w for w in words[last]) > 1, words[last]
     mine = [(t, reason) for t, job, reason in told if job == last]
     assert len(mine) < len(words[last])  # some words were never told: they went stale first
-    for (t0, r0), (t1, r1) in zip(mine, mine[1:], strict=False):
+    for (t0, r0), (t1, r1) in pairwise(mine):
         assert normalise_reason(r0) != normalise_reason(r1) or t1 - t0 >= REASON_REFRESH_S
