@@ -60,17 +60,16 @@ class OutputLedger:
         """The recorded input of each of ``outputs`` that has a record, by :func:`path_key`."""
         keys = sorted({path_key(p) for p in outputs})
         found: dict[str, InputStamp] = {}
+        row = OutputRecordRow
+        columns = (row.output_path, row.input_path, row.input_size, row.input_mtime)
         with self._read() as session:
             for start in range(0, len(keys), _CHUNK):
-                rows = session.scalars(
-                    select(OutputRecordRow).where(
-                        OutputRecordRow.output_path.in_(keys[start : start + _CHUNK])
-                    )
-                )
-                for row in rows:
-                    found[row.output_path] = InputStamp(
-                        row.input_path, row.input_size, row.input_mtime
-                    )
+                chunk = keys[start : start + _CHUNK]
+                # Columns, not mapped rows: every submission asks, and nothing is changed.
+                for output, path, size, mtime in session.execute(
+                    select(*columns).where(row.output_path.in_(chunk))
+                ):
+                    found[output] = InputStamp(path, size, mtime)
         return found
 
     def keep(self, kept: KeptTranscript, now: float) -> None:
