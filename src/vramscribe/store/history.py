@@ -15,17 +15,22 @@ CHUNK = 500
 
 
 def histories(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[Transition, ...]]:
+    """The history of each of ``job_ids`` that has one, oldest step first.
+
+    Read as plain columns rather than mapped rows: every job read (each ``GET``)
+    and every state change asks, and mapping the rows cost more than the query.
+    """
+    h = HistoryRow
+    columns = (h.job_id, h.time, h.from_state, h.to_state, h.reason)
     found: dict[str, list[Transition]] = {}
     for start in range(0, len(job_ids), CHUNK):
         chunk = job_ids[start : start + CHUNK]
-        rows = session.scalars(
-            select(HistoryRow)
-            .where(HistoryRow.job_id.in_(chunk))
-            .order_by(HistoryRow.job_id, HistoryRow.seq)
+        rows = session.execute(
+            select(*columns).where(h.job_id.in_(chunk)).order_by(h.job_id, h.seq)
         )
-        for h in rows:
-            found.setdefault(h.job_id, []).append(
-                Transition(h.time, JobState(h.from_state), JobState(h.to_state), h.reason)
+        for job_id, time, from_state, to_state, reason in rows:
+            found.setdefault(job_id, []).append(
+                Transition(time, JobState(from_state), JobState(to_state), reason)
             )
     return {job_id: tuple(steps) for job_id, steps in found.items()}
 
