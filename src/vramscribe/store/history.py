@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,11 +37,16 @@ def histories(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[Trans
 
 
 def history_row(job_id: str, seq: int, step: Transition) -> HistoryRow:
-    return HistoryRow(
-        job_id=job_id,
-        seq=seq,
-        time=step.time,
-        from_state=step.from_state.value,
-        to_state=step.to_state.value,
-        reason=step.reason,
-    )
+    return HistoryRow(**history_values(job_id, seq, step))
+
+
+def history_values(job_id: str, seq: int, step: Transition) -> dict[str, Any]:
+    """The column values of one history row."""
+    return {
+        "job_id": job_id,
+        "seq": seq,
+        "time": step.time,
+        "from_state": step.from_state.value,
+        "to_state": step.to_state.value,
+        "reason": step.reason,
+    }
