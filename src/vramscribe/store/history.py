@@ -36,8 +36,16 @@ def histories(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[Trans
     return {job_id: tuple(steps) for job_id, steps in found.items()}
 
 
-def history_row(job_id: str, seq: int, step: Transition) -> HistoryRow:
-    return HistoryRow(**history_values(job_id, seq, step))
+def numbered_history(session: Session, job_id: str) -> tuple[int, tuple[Transition, ...]]:
+    """``job_id``'s history and the number of its last step (0 without one)."""
+    h = HistoryRow
+    rows = session.execute(
+        select(h.seq, h.time, h.from_state, h.to_state, h.reason)
+        .where(h.job_id == job_id)
+        .order_by(h.seq)
+    ).all()
+    steps = tuple(Transition(t, JobState(a), JobState(b), why) for _, t, a, b, why in rows)
+    return (rows[-1][0] if rows else 0), steps
 
 
 def history_values(job_id: str, seq: int, step: Transition) -> dict[str, Any]:

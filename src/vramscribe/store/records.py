@@ -169,7 +169,3 @@ def from_values(columns: Mapping[str, Any], history: tuple[Transition, ...] = ()
 def row_values(record: JobRecord) -> dict[str, Any]:
     """The column values of ``record``'s row."""
     return to_columns({name: getattr(record, name) for name in COLUMNS})
-
-
-def to_row(record: JobRecord) -> JobRow:
-    return JobRow(**row_values(record))

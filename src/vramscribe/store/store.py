@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, transition
 from vramscribe.store.database import LAZY_SYNC, WRITES, connect, migrate
-from vramscribe.store.history import CHUNK, histories, history_row, history_values
+from vramscribe.store.history import CHUNK, histories, history_values, numbered_history
 from vramscribe.store.lease_check import check_holder
 from vramscribe.store.ledger import OutputLedger
 from vramscribe.store.records import JobRecord, from_columns, from_values, row_values, to_columns
@@ -371,15 +371,16 @@ def _apply(
     reason: str,
     values: Mapping[str, Any],
 ) -> JobRecord:
-    """The one place a row changes state: the core decides, then row and history are written."""
-    step = transition(from_columns(row).to_job(), to_state, now, reason)
-    last = session.scalar(
-        select(func.coalesce(func.max(HistoryRow.seq), 0)).where(HistoryRow.job_id == row.id)
-    )
-    session.add(history_row(row.id, int(last or 0) + 1, step))
-    row.status = to_state.value
-    row.updated_at = now
-    for name, value in values.items():
-        setattr(row, name, value)
-    session.flush()
-    return from_columns(row, histories(session, [row.id]).get(row.id, ()))
+    """The one place a row changes state: the core decides, then row and history are written.
+
+    Written as plain statements (the history read once, for its last step's
+    number and the record returned): the scheduler writes every job's state
+    changes, under the store's write lock that submissions wait for.
+    """
+    before = from_columns(row)
+    step = transition(before.to_job(), to_state, now, reason)
+    last, history = numbered_history(session, row.id)
+    changes = {"status": to_state.value, "updated_at": now, **values}
+    session.execute(update(table_of(JobRow)).where(JobRow.id == row.id).values(changes))
+    session.execute(insert(table_of(HistoryRow)).values(history_values(row.id, last + 1, step)))
+    return from_values({**row_values(before), **changes}, (*history, step))
