@@ -44,11 +44,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+PROFILE_RATE = 100
+"""py-spy's samples per second: a phase's samples over this are seconds it held the GIL."""
+
+
 def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` (all its threads, idle ones left out) into ``out``."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     # --gil: only the thread holding the GIL is sampled, so shares are of Python's CPU time.
-    cmd = [spy, "record", "-p", str(pid), "-r", "100", "-f", "raw", "-o", str(out),
+    cmd = [spy, "record", "-p", str(pid), "-r", str(PROFILE_RATE), "-f", "raw", "-o", str(out),
            "--nonblocking", "--gil", "-d", "3600"]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -60,6 +64,7 @@ PHASES = (
     ("scheduler thread", ("Runner.run_until",)),
     ("timeline writer", ("Timeline._write",)),
     ("sync routes (GET)", ("run_endpoint_function",)),
+    ("thread-pool hand-offs", ("WorkerThread.run", "concurrent/futures/thread.py")),
     ("event loop (HTTP, FastAPI)", ("run_forever",)),
 )
 """Where a sampled stack counts: the first phase one of its frames names, in this order."""
@@ -75,7 +80,8 @@ def print_profile(path: Path) -> None:
             counts[phase] = counts.get(phase, 0) + int(n)
     total = max(sum(counts.values()), 1)
     for phase, samples in sorted(counts.items(), key=lambda kv: -kv[1]):
-        print(f"profile {phase:28} {100 * samples / total:5.1f}%")
+        seconds = samples / PROFILE_RATE
+        print(f"profile {phase:28} {100 * samples / total:5.1f}% {seconds:6.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
