@@ -1,6 +1,6 @@
 """Load the service's API: many submissions from concurrent clients, then wait for all.
 
-    python bench/api_load.py [--jobs 2000] [--clients 16] [--json PATH]
+    python bench/api_load.py [--jobs 2000] [--clients 16] [--json PATH] [--profile PATH]
 
 Starts ``vramscribe serve`` on loopback with the fake engine on a shared fake
 GPU (fast jobs), submits server-side paths from ``--clients`` threads, reads
@@ -10,6 +10,10 @@ finished and checks that all of them exist and completed. The load generator's
 own CPU time (``client_cpu_s``; ``client_cpu_pct`` of the submission phase) and
 the service's (``server_cpu_s``) during submission are printed too: on a small
 machine the clients compete with the service for the same cores.
+
+``--profile PATH`` samples the service with py-spy during the submission phase
+(raw collapsed stacks, one per line, with their sample counts) and prints where
+its time went, grouped by what the stack was doing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -38,12 +44,53 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+PROFILE_RATE = 100
+"""py-spy's samples per second: a phase's samples over this are seconds it held the GIL."""
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (all its threads, idle ones left out) into ``out``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    # --gil: only the thread holding the GIL is sampled, so shares are of Python's CPU time.
+    cmd = [spy, "record", "-p", str(pid), "-r", str(PROFILE_RATE), "-f", "raw", "-o", str(out),
+           "--nonblocking", "--gil", "-d", "3600"]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+PHASES = (
+    ("submit: probe audio", ("probe_duration",)),
+    ("submit: store", ("GroupCommit", "Leases.add")),
+    ("submit: other", ("submit_file",)),
+    ("scheduler thread", ("Runner.run_until",)),
+    ("timeline writer", ("Timeline._write",)),
+    ("sync routes (GET)", ("run_endpoint_function",)),
+    ("thread-pool hand-offs", ("WorkerThread.run", "concurrent/futures/thread.py")),
+    ("event loop (HTTP, FastAPI)", ("run_forever",)),
+)
+"""Where a sampled stack counts: the first phase one of its frames names, in this order."""
+
+
+def print_profile(path: Path) -> None:
+    """The share of the service's samples per phase (see :data:`PHASES`)."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if n.isdigit():
+            phase = next((p for p, keys in PHASES if any(k in stack for k in keys)), "other")
+            counts[phase] = counts.get(phase, 0) + int(n)
+    total = max(sum(counts.values()), 1)
+    for phase, samples in sorted(counts.items(), key=lambda kv: -kv[1]):
+        seconds = samples / PROFILE_RATE
+        print(f"profile {phase:28} {100 * samples / total:5.1f}% {seconds:6.2f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="load the service API")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--profile", type=Path, help="py-spy the service while submitting")
     args = parser.parse_args(argv)
 
     from vramscribe.devices.shared_fake import SharedFakeDevice
@@ -114,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu0 = time.process_time()
         server = psutil.Process(proc.pid)
         server_cpu0 = sum(server.cpu_times()[:2])
+        spy = start_profile(proc.pid, args.profile) if args.profile else None
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
         for t in threads:
@@ -123,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         submit_s = time.perf_counter() - started
         client_cpu_s = time.process_time() - cpu0
         server_cpu_s = sum(server.cpu_times()[:2]) - server_cpu0
+        if spy is not None and args.profile is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+            print_profile(args.profile)
 
         with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
             deadline = time.monotonic() + args.timeout

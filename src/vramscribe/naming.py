@@ -41,15 +41,23 @@ class InputStamp:
 
 
 def path_key(path: Path | str) -> str:
-    """The one spelling of a path that records are keyed by."""
+    """The one spelling of a path that records are keyed by: the path resolved.
+
+    Resolving asks the filesystem about every component of the path. The folders
+    are few and their answers are kept; the names are many (a service names every
+    job's outputs after the job) and cost one ``lstat`` each: a name that is not a
+    link resolves to itself in its resolved folder.
+    """
     text = os.fspath(path)
-    return _resolved(text if os.path.isabs(text) else os.path.join(os.getcwd(), text))
+    text = text if os.path.isabs(text) else os.path.join(os.getcwd(), text)
+    folder, name = os.path.split(text)
+    if name in ("", ".", "..") or os.path.islink(text):
+        return _resolved(text)
+    return os.path.join(_resolved(folder), name)
 
 
 @functools.lru_cache(maxsize=65536)
 def _resolved(path: str) -> str:
-    """Resolving asks the filesystem about every component of the path; a service checks
-    the same paths for every submission, so the answers are kept."""
     return str(Path(path).resolve())
 
 

@@ -520,6 +520,8 @@ def test_lanes_never_overlap_and_late_release_stamps_do_not_open_new_lanes(
         ("retrying in 12 s", "retrying"),
         ("queued behind job 3 and 1000 others", "queued behind other jobs"),
         ("waiting behind job 3 (strict order)", "waiting behind another job (strict order)"),
+        ("waiting: cuda:0 is saturated: job 1ab2d569e23f4c9e starts there first",
+         "cuda:0 is saturated"),
         ("waiting: cuda:0 is cooling down after running out of memory",
          "cuda:0 is cooling down after running out of memory"),
         ("something new after 3 tries (2.5 s)", "something new after N tries"),

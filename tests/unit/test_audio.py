@@ -271,6 +271,30 @@ def test_probe_duration_reads_the_real_length_of_a_long_file_quickly(tmp_path: P
     assert probe_duration(long_mp3) == pytest.approx(20 * 59.95, rel=0.01)
 
 
+def _encoded_wav(path: Path, codec: str, seconds: int) -> Path:
+    """A WAV file of ``seconds`` of tone whose data ``codec`` encodes (PCM or compressed)."""
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream(codec, rate=16000, layout="mono")
+        tone = (np.sin(np.arange(16000 * seconds) / 10) * 8000).astype(np.int16)
+        for chunk in np.split(tone, seconds * 10):
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = 16000
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("codec", ["pcm_s16le", "pcm_mulaw", "adpcm_ima_wav", "mp3"])
+def test_probe_duration_of_wav_files_whatever_their_codec(tmp_path: Path, codec: str) -> None:
+    """A WAV's streams are learned from its header alone (FFmpeg reads no further ahead),
+    compressed data included; the length still comes from the audio itself."""
+    wav = _encoded_wav(tmp_path / f"{codec}.wav", codec, 7)
+    assert probe_duration(wav) == pytest.approx(7.0, abs=0.15)
+    cut = _touch(tmp_path / f"cut-{codec}.wav", wav.read_bytes()[: wav.stat().st_size // 3])
+    with pytest.raises(BadInput, match=r"truncated|no audio"):
+        probe_duration(cut)
+
+
 def test_decode_check_accepts_good_audio_and_rejects_a_truncated_flac(tmp_path: Path) -> None:
     decode_check(SPEECH_AUDIO / "jfk.flac")
     cut = _cut(SPEECH_AUDIO / "jfk.flac", tmp_path / "cut.flac", 400_000)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import write_wav
 from vramscribe.naming import InputStamp, claim, is_done, name_outputs, path_key, stamp
 from vramscribe.settings import RunSettings
@@ -109,3 +111,20 @@ def test_run_submit_follows_the_rule_and_the_ledger_records_outputs(tmp_path: Pa
         }
     finally:
         run.close()
+
+
+def test_a_path_key_is_the_resolved_path_through_linked_folders_and_linked_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "talk.txt").write_text("x")
+    (tmp_path / "via").symlink_to(real)
+    (real / "link.txt").symlink_to(real / "talk.txt")
+    resolved = str(real.resolve())
+    assert path_key(tmp_path / "via" / "talk.txt") == f"{resolved}/talk.txt"
+    assert path_key(tmp_path / "via" / "new.txt") == f"{resolved}/new.txt"  # not written yet
+    assert path_key(tmp_path / "via" / "link.txt") == f"{resolved}/talk.txt"
+    assert path_key(tmp_path / "via" / "sub" / "..") == resolved
+    monkeypatch.chdir(tmp_path / "via")
+    assert path_key("talk.txt") == path_key(real / "talk.txt")

@@ -7,20 +7,22 @@ confirmation, retries, cancellation and hang detection.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from tests.scripted import FakeClock, Script, drive
 from vramscribe.core.jobs import Job, JobState
+from vramscribe.core.reasons import normalise_reason
 from vramscribe.core.retry import FailureKind
 from vramscribe.core.settings import Settings
 from vramscribe.devices.fake import FakeDevice
 from vramscribe.engines.base import EngineOptions
 from vramscribe.protocol import Loaded
-from vramscribe.runtime.events import MemoryReleased, RunnerEvent
+from vramscribe.runtime.events import MemoryReleased, ReasonChanged, RunnerEvent
 from vramscribe.runtime.fake_launcher import FakeLauncher
-from vramscribe.runtime.runner import OUTPUT_GRACE_S, Runner, Task
+from vramscribe.runtime.runner import OUTPUT_GRACE_S, REASON_REFRESH_S, Runner, Task
 
 # Built-in estimate of "small" float16 on a GPU-like device: 1200 MB.
 SMALL_MB = 1200.0
@@ -46,11 +48,13 @@ class Rig:
         self.events: list[RunnerEvent] = []
         self.runner.listeners.append(self.events.append)
 
-    def add(self, count: int, audio_s: float = 6.0, priority: int = 50) -> list[Task]:
+    def add(
+        self, count: int, audio_s: float = 6.0, priority: int = 50, model: str = "small"
+    ) -> list[Task]:
         tasks = []
         for n in range(len(self.runner.tasks), len(self.runner.tasks) + count):
-            job = Job(f"{n}", "small", audio_s, priority, self.clock.now, "float16")
-            engine = EngineOptions(engine="fake", model="small")
+            job = Job(f"{n}", model, audio_s, priority, self.clock.now, "float16")
+            engine = EngineOptions(engine="fake", model=model)
             out = [("txt", self.tmp / "out" / f"clip{n}.txt")]
             task = Task(job, self.tmp / "in" / f"clip{n}.wav", engine, out)
             self.runner.add(task)
@@ -325,3 +329,40 @@ def test_a_warm_instance_that_died_while_idle_gives_its_job_back_unharmed(
     rig.drive()
     assert late.job.state is JobState.COMPLETED and late.job.attempts == 1
     assert len(rig.launcher.workers) == 2
+
+
+def test_a_queued_job_hears_a_new_kind_of_wait_at_once_and_new_words_at_most_every_refresh(
+    tmp_path: Path,
+) -> None:
+    """The jobs behind a saturated device wait behind its head: each start changes the
+    words of every queued job's reason ("job 3 starts there first", then "job 4 ..."),
+    but not its kind. Listeners hear a new kind in the plan that gave it, and new
+    words of the same kind at most every REASON_REFRESH_S, the last words included."""
+    settings = Settings(safety_margin=0.0, max_loads_per_device=8)
+    rig = Rig(tmp_path, total_mb=20_000, settings=settings)
+    tasks = rig.add(30, audio_s=2.0)
+    told: list[tuple[float, str, str]] = []
+    rig.runner.listeners.append(
+        lambda e: (
+            isinstance(e, ReasonChanged) and told.append((rig.clock.now, e.task.job.id, e.reason))
+        )
+    )
+    words: dict[str, set[str]] = {t.job.id: set() for t in tasks}
+
+    def check() -> bool:
+        for t in tasks:
+            if t.job.state is JobState.PENDING and t.pending_reason:
+                words[t.job.id].add(t.pending_reason)
+                assert normalise_reason(t.told_reason) == normalise_reason(t.pending_reason)
+                if rig.clock.now - t.told_reason_at >= REASON_REFRESH_S + 0.05:
+                    assert t.told_reason == t.pending_reason
+        return not rig.runner.busy()
+
+    rig.drive(until=check)
+    assert all(t.job.state is JobState.COMPLETED for t in tasks)
+    last = max(words, key=lambda job_id: len(words[job_id]))  # the one whose words changed most
+    assert sum("is saturated: job" in w for w in words[last]) > 1, words[last]
+    mine = [(t, reason) for t, job, reason in told if job == last]
+    assert len(mine) < len(words[last])  # some words were never told: they went stale first
+    for (t0, r0), (t1, r1) in pairwise(mine):
+        assert normalise_reason(r0) != normalise_reason(r1) or t1 - t0 >= REASON_REFRESH_S

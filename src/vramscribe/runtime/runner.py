@@ -32,6 +32,7 @@ from vramscribe.core.limits import DeviceLimits
 from vramscribe.core.observe import DeviceInfo, MemorySplit, Observation, PolicyShell, Tracked
 from vramscribe.core.planner import Plan, Start
 from vramscribe.core.queue import PendingQueue
+from vramscribe.core.reasons import normalise_reason
 from vramscribe.core.retry import Attempt, FailureKind, apply_failure
 from vramscribe.core.settings import Settings
 from vramscribe.core.wait import MemoryWaits
@@ -69,6 +70,8 @@ __all__ = ["MemorySplit", "Runner", "Task", "Worker"]
 Listener = Callable[[RunnerEvent], None]
 log = logging.getLogger("vramscribe.runtime")
 OUTPUT_GRACE_S = 5.0
+REASON_REFRESH_S = 2.0
+"""How often listeners hear new words of a queued job's same kind of wait (``_tells_reason``)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -501,10 +504,27 @@ class Runner:
                 self._assign(task, worker, start, now)
         for job in self.queue:
             task = self.tasks[job.id]
-            reason = self.waits.annotate(job.id, decisions.reason_for(job.id), now)
-            if reason != task.pending_reason:
-                task.pending_reason = reason
-                self._publish(ReasonChanged(task, reason))
+            task.pending_reason = self.waits.annotate(job.id, decisions.reason_for(job.id), now)
+            if self._tells_reason(task, now):
+                self._publish(ReasonChanged(task, task.pending_reason))
+
+    def _tells_reason(self, task: Task, now: float) -> bool:
+        """Whether listeners hear of ``task``'s new pending reason now.
+
+        A new kind of wait is told at once; new words of the same kind (the job
+        it waits behind, the gigabytes it needs) at most every ``REASON_REFRESH_S``.
+        Telling every change made a plan cost one event per queued job, because
+        the words name the queue's head: a thousand queued jobs meant a thousand
+        events per plan for the timeline, the live events and the metrics.
+        """
+        reason, told = task.pending_reason, task.told_reason
+        if reason == told:
+            return False
+        same_kind = normalise_reason(reason) == normalise_reason(told)
+        if same_kind and now - task.told_reason_at < REASON_REFRESH_S:
+            return False
+        task.told_reason, task.told_reason_at = reason, now
+        return True
 
     def _released(self, worker: Worker, now: float) -> None:
         exited = worker.inst.exited_at if worker.inst.exited_at is not None else now

@@ -21,6 +21,9 @@ class Task:
     outputs: list[tuple[str, Path]] = field(default_factory=list)
     progress_s: float = 0.0
     pending_reason: str = ""
+    told_reason: str = ""
+    """The pending reason listeners were last told of (see ``Runner._apply``)."""
+    told_reason_at: float = float("-inf")
     device_id: str | None = None
     load_s: float | None = None
     transcribe_s: float | None = None

@@ -192,10 +192,13 @@ class SchedulerService:
         now = time.time()
         if isinstance(event, JobChanged):
             if event.task.job.state.is_final:
+                self._progress_written.pop(event.task.job.id, None)
                 self.final_event(event.task.job.id).set()
                 self.webhooks.job_ended(event.task.job.id)
         elif isinstance(event, ProgressMade):
-            last = self._progress_written.get(event.task.job.id, 0.0)
+            # The first write waits PROGRESS_WRITE_S too: a job shorter than that
+            # (most of a burst of short ones) never needed one before its result.
+            last = self._progress_written.setdefault(event.task.job.id, now)
             if now - last >= PROGRESS_WRITE_S:
                 self._progress_written[event.task.job.id] = now
                 self.store.update(event.task.job.id, progress_s=event.task.progress_s)

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from vramscribe.core.jobs import JobState
 from vramscribe.store.history import histories
 from vramscribe.store.records import JobRecord, from_columns
-from vramscribe.store.schema import JobRow, LeaseRow
+from vramscribe.store.schema import JobRow, LeaseRow, table_of
 from vramscribe.store.store import Store, _apply, _insert, _locked
 
 _ACTIVE = (JobState.LOADING.value, JobState.PROCESSING.value)
@@ -59,11 +59,17 @@ class Leases:
 
     def add_many(self, records: list[JobRecord], now: float) -> list[JobRecord]:
         """:meth:`add` for several jobs, all in one transaction (a group commit's)."""
+        until = now + self.holder.lease_s
+        leases = [
+            {"job_id": r.id, "node_id": self.holder.node_id, "holder": self.holder.token,
+             "until": until}
+            for r in records
+        ]  # fmt: skip
         with self.store._write() as session:
-            rows = _insert(session, records)
-            for record in records:
-                self._put(session, record.id, None, now)
-            return [from_columns(row, rec.history) for row, rec in zip(rows, records, strict=True)]
+            stored = _insert(session, records)
+            if leases:
+                session.execute(insert(table_of(LeaseRow)), leases)
+            return stored
 
     def take(self, job_id: str, now: float) -> bool:
         """Lease a job this scheduler was just given; False if someone holds it already."""

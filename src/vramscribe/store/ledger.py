@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from vramscribe.naming import InputStamp, path_key
-from vramscribe.store.schema import KeptTranscriptRow, OutputRecordRow
+from vramscribe.store.schema import KeptTranscriptRow, OutputRecordRow, table_of
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 _CHUNK = 500
@@ -42,35 +42,30 @@ class OutputLedger:
                now: float) -> None:  # fmt: skip
         """``outputs`` were just written from ``source`` (earlier records of them are replaced)."""
         keys = sorted({path_key(p) for p in outputs})
+        rows = [
+            {"output_path": k, "input_path": source.path, "input_size": source.size,
+             "input_mtime": source.mtime, "job_id": job_id, "written_at": now}
+            for k in keys
+        ]  # fmt: skip
         with self._write() as session:
             session.execute(delete(OutputRecordRow).where(OutputRecordRow.output_path.in_(keys)))
-            session.add_all(
-                OutputRecordRow(
-                    output_path=k,
-                    input_path=source.path,
-                    input_size=source.size,
-                    input_mtime=source.mtime,
-                    job_id=job_id,
-                    written_at=now,
-                )
-                for k in keys
-            )
+            if rows:  # column values, not mapped rows: every finished job writes these
+                session.execute(insert(table_of(OutputRecordRow)), rows)
 
     def sources(self, outputs: Iterable[Path | str]) -> dict[str, InputStamp]:
         """The recorded input of each of ``outputs`` that has a record, by :func:`path_key`."""
         keys = sorted({path_key(p) for p in outputs})
         found: dict[str, InputStamp] = {}
+        row = OutputRecordRow
+        columns = (row.output_path, row.input_path, row.input_size, row.input_mtime)
         with self._read() as session:
             for start in range(0, len(keys), _CHUNK):
-                rows = session.scalars(
-                    select(OutputRecordRow).where(
-                        OutputRecordRow.output_path.in_(keys[start : start + _CHUNK])
-                    )
-                )
-                for row in rows:
-                    found[row.output_path] = InputStamp(
-                        row.input_path, row.input_size, row.input_mtime
-                    )
+                chunk = keys[start : start + _CHUNK]
+                # Columns, not mapped rows: every submission asks, and nothing is changed.
+                for output, path, size, mtime in session.execute(
+                    select(*columns).where(row.output_path.in_(chunk))
+                ):
+                    found[output] = InputStamp(path, size, mtime)
         return found
 
     def keep(self, kept: KeptTranscript, now: float) -> None:

@@ -157,9 +157,15 @@ def to_columns(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def from_columns(row: JobRow, history: tuple[Transition, ...] = ()) -> JobRecord:
-    values = {name: _FROM_COLUMN.get(name, _same)(getattr(row, name)) for name in COLUMNS}
+    return from_values({name: getattr(row, name) for name in COLUMNS}, history)
+
+
+def from_values(columns: Mapping[str, Any], history: tuple[Transition, ...] = ()) -> JobRecord:
+    """The record a row with these column values holds."""
+    values = {name: _FROM_COLUMN.get(name, _same)(columns[name]) for name in COLUMNS}
     return JobRecord(**values, history=history)
 
 
-def to_row(record: JobRecord) -> JobRow:
-    return JobRow(**to_columns({name: getattr(record, name) for name in COLUMNS}))
+def row_values(record: JobRecord) -> dict[str, Any]:
+    """The column values of ``record``'s row."""
+    return to_columns({name: getattr(record, name) for name in COLUMNS})

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -35,6 +36,11 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table_of(row: type[Base]) -> Table:
+    """The table a mapped row class stands for (for plain inserts of column values)."""
+    return Base.metadata.tables[row.__tablename__]
 
 
 class JobRow(Base):

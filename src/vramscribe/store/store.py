@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import JobState, transition
 from vramscribe.store.database import LAZY_SYNC, WRITES, connect, migrate
-from vramscribe.store.history import CHUNK, histories, history_row
+from vramscribe.store.history import CHUNK, histories, history_values, numbered_history
 from vramscribe.store.lease_check import check_holder
 from vramscribe.store.ledger import OutputLedger
-from vramscribe.store.records import JobRecord, from_columns, to_columns, to_row
-from vramscribe.store.schema import FootprintRow, HistoryRow, JobRow
+from vramscribe.store.records import JobRecord, from_columns, from_values, row_values, to_columns
+from vramscribe.store.schema import FootprintRow, HistoryRow, JobRow, table_of
 
 __all__ = ["DB_FILENAME", "TRANSITION_FIELDS", "UPDATE_FIELDS", "JobRecord", "Store"]
 
@@ -120,14 +120,13 @@ class Store:
     def add(self, record: JobRecord) -> JobRecord:
         """Store a new job; ``ValueError`` if its id is taken."""
         with self._write() as session:
-            (row,) = _insert(session, [record])
-            return from_columns(row, record.history)
+            (stored,) = _insert(session, [record])
+            return stored
 
     def add_many(self, records: builtins.list[JobRecord]) -> builtins.list[JobRecord]:
         """Store a batch all-or-nothing, so a bulk submission never half-lands."""
         with self._write() as session:
-            rows = _insert(session, records)
-            return [from_columns(row, rec.history) for row, rec in zip(rows, records, strict=True)]
+            return _insert(session, records)
 
     def get(self, job_id: str, with_history: bool = True) -> JobRecord | None:
         with self._read() as session:
@@ -331,7 +330,13 @@ def _check_fields(fields: Mapping[str, Any], allowed: frozenset[str], what: str)
     return to_columns(fields)
 
 
-def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[JobRow]:
+def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[JobRecord]:
+    """Insert new jobs and their histories; the records as stored.
+
+    Plain multi-row inserts of column values, not mapped rows: this runs under
+    the store's write lock for every submission, and the mapper's bookkeeping
+    was most of its time.
+    """
     ids = [r.id for r in records]
     taken = {i for i, n in Counter(ids).items() if n > 1}
     for start in range(0, len(ids), CHUNK):
@@ -339,17 +344,19 @@ def _insert(session: Session, records: Sequence[JobRecord]) -> builtins.list[Job
         taken.update(session.scalars(select(JobRow.id).where(JobRow.id.in_(chunk))))
     if taken:
         raise ValueError(f"job id(s) already taken: {', '.join(sorted(taken))}")
-    rows = [to_row(record) for record in records]
-    session.add_all(rows)
+    rows = [row_values(record) for record in records]
+    steps = [
+        history_values(record.id, seq, step)
+        for record in records
+        for seq, step in enumerate(record.history, start=1)
+    ]
     try:
-        session.flush()  # parents first: history rows refer to them
-        for record in records:
-            for seq, step in enumerate(record.history, start=1):
-                session.add(history_row(record.id, seq, step))
-        session.flush()
+        session.execute(insert(table_of(JobRow)), rows)  # parents first: history refers to them
+        if steps:
+            session.execute(insert(table_of(HistoryRow)), steps)
     except IntegrityError as exc:  # another writer took an id between our check and insert
         raise ValueError("a job id in this batch was taken by another writer") from exc
-    return rows
+    return [from_values(row, rec.history) for row, rec in zip(rows, records, strict=True)]
 
 
 def _locked(session: Session, job_id: str) -> JobRow | None:
@@ -364,15 +371,16 @@ def _apply(
     reason: str,
     values: Mapping[str, Any],
 ) -> JobRecord:
-    """The one place a row changes state: the core decides, then row and history are written."""
-    step = transition(from_columns(row).to_job(), to_state, now, reason)
-    last = session.scalar(
-        select(func.coalesce(func.max(HistoryRow.seq), 0)).where(HistoryRow.job_id == row.id)
-    )
-    session.add(history_row(row.id, int(last or 0) + 1, step))
-    row.status = to_state.value
-    row.updated_at = now
-    for name, value in values.items():
-        setattr(row, name, value)
-    session.flush()
-    return from_columns(row, histories(session, [row.id]).get(row.id, ()))
+    """The one place a row changes state: the core decides, then row and history are written.
+
+    Written as plain statements (the history read once, for its last step's
+    number and the record returned): the scheduler writes every job's state
+    changes, under the store's write lock that submissions wait for.
+    """
+    before = from_columns(row)
+    step = transition(before.to_job(), to_state, now, reason)
+    last, history = numbered_history(session, row.id)
+    changes = {"status": to_state.value, "updated_at": now, **values}
+    session.execute(update(table_of(JobRow)).where(JobRow.id == row.id).values(changes))
+    session.execute(insert(table_of(HistoryRow)).values(history_values(row.id, last + 1, step)))
+    return from_values({**row_values(before), **changes}, (*history, step))
