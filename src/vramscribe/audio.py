@@ -135,7 +135,7 @@ def probe_duration(path: Path | str) -> float:
     """
     path = Path(path)
     _check_file(path)
-    container = _open(path)
+    container = _open(path, probing=True)
     try:
         stream = _audio_stream(container, path)
         declared = _declared_duration(container, stream)
@@ -229,8 +229,10 @@ def _check_file(path: Path) -> None:
 _WAV_PROBE_BYTES = "4096"
 
 
-def _open(path: Path) -> Any:
-    options = {"probesize": _WAV_PROBE_BYTES} if _is_wav(path) else None
+def _open(path: Path, *, probing: bool = False) -> Any:
+    """Open ``path`` with PyAV. Only the probe looks for a WAV header first: it opens the
+    file itself, and the worker's decode opens its input once (and reads it all anyway)."""
+    options = {"probesize": _WAV_PROBE_BYTES} if probing and _is_wav(path) else None
     try:
         return av.open(str(path), mode="r", options=options)
     except av.error.InvalidDataError:
