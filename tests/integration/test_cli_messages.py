@@ -7,27 +7,20 @@ look for the text exactly as written.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from tests import cli
 from tests.conftest import write_wav
 from vramscribe.console import cell, error, literal, say, warn
 from vramscribe.devices.shared_fake import SharedFakeDevice
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vramscribe", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200", **env},
-    )
+    return cli.run_cli(*args, timeout=120, COLUMNS="200", **env)
 
 
 @pytest.mark.parametrize("name", ["talk[1].mp3", "talk[draft].mp3", "talk[/red].mp3"])

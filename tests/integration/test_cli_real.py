@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from tests.conftest import EXAMPLES, SPEECH_AUDIO
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.devices.cpu import CpuDevice
@@ -19,15 +18,6 @@ from vramscribe.runtime.runner import Runner, Task
 from vramscribe.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vramscribe", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def srt_times(text: str, sep: str) -> list[float]:

@@ -7,11 +7,11 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from tests import cli
 from tests.conftest import write_wav
 from tests.service_app import service_config, serving
 from vramscribe.core.jobs import Job, JobState
@@ -29,13 +29,7 @@ SMALL_MB = 1200.0  # the built-in estimate of "small", float16, on a GPU
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vramscribe", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return cli.run_cli(*args, timeout=300, COLUMNS="200")
 
 
 def test_with_a_memory_limit_our_workers_never_hold_more_and_all_jobs_complete(

@@ -8,16 +8,15 @@ mount) keeps the finished transcripts, and a rerun writes them without a model.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cli import reference_text, transcribe_on_cpu
 from tests.conftest import SPEECH_AUDIO
 from vramscribe.core.jobs import JobState
 from vramscribe.store.store import Store
@@ -25,17 +24,7 @@ from vramscribe.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
 
-JFK = json.loads((SPEECH_AUDIO / "references.json").read_text())["jfk.flac"]
-JFK_TEXT = JFK if isinstance(JFK, str) else JFK["text"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vramscribe", "transcribe", *args, "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+JFK_TEXT = reference_text("jfk.flac")
 
 
 def data_dir() -> Path:
@@ -63,7 +52,7 @@ def test_same_stem_inputs_each_get_their_own_transcript_and_reruns_redo_only_cha
     folder.mkdir()
     shutil.copy(SPEECH_AUDIO / "jfk.flac", folder / "talk.flac")
     shutil.copy(SPEECH_AUDIO / "hotwords.mp3", folder / "talk.mp3")
-    first = run_cli(str(folder))
+    first = transcribe_on_cpu(str(folder))
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("share a name with another input") == 1
     assert not (folder / "talk.txt").exists()
@@ -71,14 +60,14 @@ def test_same_stem_inputs_each_get_their_own_transcript_and_reruns_redo_only_cha
     assert "comfy" in (folder / "talk.mp3.txt").read_text().lower()
     assert "ask not" not in (folder / "talk.mp3.txt").read_text().lower()
 
-    again = run_cli(str(folder))
+    again = transcribe_on_cpu(str(folder))
     assert again.returncode == 0, again.stderr
     assert "skipping 2 file(s)" in again.stderr
     assert workers_started(newest_run()) == 0
 
     later = (folder / "talk.mp3").stat().st_mtime + 10
     os.utime(folder / "talk.mp3", (later, later))
-    touched = run_cli(str(folder))
+    touched = transcribe_on_cpu(str(folder))
     assert touched.returncode == 0, touched.stderr
     assert "skipping 1 file(s)" in touched.stderr
     assert workers_started(newest_run()) == 1
@@ -130,13 +119,13 @@ def assert_kept_and_failed_once(result: subprocess.CompletedProcess[str], why: s
 
 
 def assert_written_without_a_model(out: Path) -> None:
-    rerun = run_cli(str(out.parent / "in"), "--out-dir", str(out))
+    rerun = transcribe_on_cpu(str(out.parent / "in"), "--out-dir", str(out))
     assert rerun.returncode == 0, rerun.stderr
     assert "wrote the outputs of 2 file(s) from transcripts" in rerun.stderr
     assert workers_started(newest_run()) == 0
     assert word_error_rate(JFK_TEXT, (out / "jfk.txt").read_text()) <= 0.05
     assert "-->" in (out / "hotwords.srt").read_text()
-    again = run_cli(str(out.parent / "in"), "--out-dir", str(out))
+    again = transcribe_on_cpu(str(out.parent / "in"), "--out-dir", str(out))
     assert "skipping 2 file(s)" in again.stderr
 
 
@@ -144,7 +133,7 @@ def test_a_full_disk_keeps_the_transcripts_and_a_rerun_writes_them(tmp_path: Pat
     two_inputs(tmp_path)
     with tmpfs(tmp_path / "out", "256k") as out:
         filler = fill(out)
-        full = run_cli(str(tmp_path / "in"), "--out-dir", str(out))
+        full = transcribe_on_cpu(str(tmp_path / "in"), "--out-dir", str(out))
         assert_kept_and_failed_once(full, "No space left on device")
         filler.unlink()
         assert_written_without_a_model(out)
@@ -156,7 +145,7 @@ def test_a_read_only_folder_keeps_the_transcripts_and_a_rerun_writes_them(
     two_inputs(tmp_path)
     with tmpfs(tmp_path / "out", "1m") as out:
         subprocess.run(["mount", "-o", "remount,ro", str(out)], check=True)
-        locked = run_cli(str(tmp_path / "in"), "--out-dir", str(out))
+        locked = transcribe_on_cpu(str(tmp_path / "in"), "--out-dir", str(out))
         assert_kept_and_failed_once(locked, "Read-only file system")
         subprocess.run(["mount", "-o", "remount,rw", str(out)], check=True)
         assert_written_without_a_model(out)

@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.cli import reference_text, transcribe_on_cpu
 from tests.conftest import SPEECH_AUDIO
 from vramscribe.audio import SAMPLE_RATE, decode_samples
 from vramscribe.wer import word_error_rate
 
 pytestmark = pytest.mark.slow
 
-JFK = json.loads((SPEECH_AUDIO / "references.json").read_text())["jfk.flac"]
-JFK_TEXT = JFK if isinstance(JFK, str) else JFK["text"]
+JFK_TEXT = reference_text("jfk.flac")
 GERMAN_START_S = 30.0
 """multilingual.mp3 is read in English, then in German from about 30 s."""
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vramscribe", "transcribe", *args, "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def write_pcm(path: Path, samples: np.ndarray) -> Path:
@@ -52,13 +41,15 @@ def words(text: str) -> list[str]:
 def test_translate_turns_the_german_half_into_english(tmp_path: Path) -> None:
     samples = decode_samples(SPEECH_AUDIO / "multilingual.mp3")
     german = write_pcm(tmp_path / "german.wav", samples[int(GERMAN_START_S * SAMPLE_RATE) :])
-    heard = run_cli(str(german), "--model", "base", "-o", str(tmp_path / "de"), "-f", "json")
+    heard = transcribe_on_cpu(
+        str(german), "--model", "base", "-o", str(tmp_path / "de"), "-f", "json"
+    )
     assert heard.returncode == 0, heard.stderr
     original = json.loads((tmp_path / "de" / "german.json").read_text())
     assert original["language"] == "de"
     assert {"der", "die", "und"} & set(words(original["text"]))  # it is German as heard
 
-    result = run_cli(
+    result = transcribe_on_cpu(
         str(german), "--model", "base", "--task", "translate",
         "-o", str(tmp_path / "en"), "-f", "txt",
     )  # fmt: skip
@@ -77,7 +68,7 @@ def subtitle_lines(text: str) -> list[str]:
 
 def test_tsv_line_width_and_highlighted_words_follow_the_whisper_writers(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_cli(
+    result = transcribe_on_cpu(
         str(SPEECH_AUDIO / "jfk.flac"), "--output_dir", str(out), "--output_format", "all",
         "--max-line-width", "42", "--max_line_count", "2",
     )  # fmt: skip
@@ -95,7 +86,7 @@ def test_tsv_line_width_and_highlighted_words_follow_the_whisper_writers(tmp_pat
     cues = (out / "jfk.srt").read_text().strip().split("\n\n")
     assert max(len(cue.splitlines()) - 2 for cue in cues) == 2  # --max-line-count 2 lines
 
-    lit = run_cli(
+    lit = transcribe_on_cpu(
         str(SPEECH_AUDIO / "jfk.flac"), "-o", str(tmp_path / "lit"), "-f", "srt", "-f", "json",
         "--highlight_words", "True",
     )  # fmt: skip

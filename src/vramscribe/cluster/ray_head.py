@@ -32,7 +32,7 @@ from vramscribe.core.planner import plan
 from vramscribe.core.queue import PendingQueue
 from vramscribe.core.settings import Settings
 from vramscribe.errors import VramscribeError
-from vramscribe.runtime.events import JobChanged, RunnerEvent
+from vramscribe.runtime.events import JobChanged, RunnerEvent, publish
 from vramscribe.runtime.outcome import write_outputs
 from vramscribe.runtime.persist import StorePersister, task_from_record
 from vramscribe.runtime.task import Task
@@ -309,11 +309,7 @@ class RayHead:
         return self.shared_path is not None and path.resolve().is_relative_to(self.shared_path)
 
     def _publish(self, event: RunnerEvent) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed on %s", event.type)
+        publish(self.listeners, event)
 
 
 class RayUnavailable(VramscribeError):

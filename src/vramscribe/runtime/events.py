@@ -7,11 +7,15 @@ JSON-ready form that the timeline records and the event stream sends.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from vramscribe.core.retry import FailureKind
 from vramscribe.runtime.task import Task
+
+log = logging.getLogger("vramscribe.runtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +115,16 @@ def payload(event: RunnerEvent) -> dict[str, Any]:
 
 def task_of(event: RunnerEvent) -> Task | None:
     return None if isinstance(event, Tick) else event.task
+
+
+def publish(listeners: Iterable[Callable[[RunnerEvent], None]], event: RunnerEvent) -> None:
+    """Tell every listener; one that raises is logged and the rest still hear it.
+
+    A broken listener (a full disk under the timeline, a store hiccup) must not
+    stop the scheduler, which would strand every running worker.
+    """
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            log.exception("event listener failed on %s", event.type)

@@ -58,6 +58,7 @@ from vramscribe.runtime.events import (
     RunnerEvent,
     SegmentTranscribed,
     Tick,
+    publish,
 )
 from vramscribe.runtime.fallback import apply_rung, fallback_only, plan_split, with_fallback_device
 from vramscribe.runtime.launcher import Launcher, ProcessLauncher, WorkerHandle
@@ -676,10 +677,4 @@ class Runner:
         self._publish(JobChanged(task))
 
     def _publish(self, event: RunnerEvent) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:
-                # A broken listener (a full disk under the timeline, a store hiccup) must
-                # not stop the scheduler, which would strand every running worker.
-                log.exception("event listener failed on %s", event.type)
+        publish(self.listeners, event)
