@@ -517,6 +517,7 @@ def test_lanes_never_overlap_and_late_release_stamps_do_not_open_new_lanes(
         ("instance cap reached (64/64)", "instance cap reached"),
         ("held back for job 17 (higher priority) on cuda:0",
          "held back for a higher-priority job on cuda:0"),
+        ("held back for job 9f3ac1 (higher priority)", "held back for a higher-priority job"),
         ("retrying in 12 s", "retrying"),
         ("queued behind job 3 and 1000 others", "queued behind other jobs"),
         ("waiting behind job 3 (strict order)", "waiting behind another job (strict order)"),

@@ -26,6 +26,10 @@ _REASON_RULES: list[tuple[re.Pattern[str], str]] = [
         re.compile(r"^held back for job \S+ \(higher priority\) on (\S+)$"),
         r"held back for a higher-priority job on \1",
     ),
+    (
+        re.compile(r"^held back for job \S+ \(higher priority\)$"),
+        "held back for a higher-priority job",
+    ),
     (re.compile(r"^retrying in .*$"), "retrying"),
     (re.compile(r"^instance cap reached \(\d+/\d+\)$"), "instance cap reached"),
     (re.compile(r"^instance cap reached on (\S+) \(\d+/\d+\)$"), r"instance cap reached on \1"),
