@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.cli import transcribe_on_cpu
 from tests.conftest import SPEECH_AUDIO
-from tests.integration.test_whisper_options_real import run_cli, write_pcm
+from tests.integration.test_whisper_options_real import write_pcm
 from tests.service_app import fake_config, service_config, serving
 from vramscribe.audio import SAMPLE_RATE, decode_samples
 from vramscribe.settings import RunSettings, ServiceConfig, service_run
@@ -57,12 +58,12 @@ def head(text: str, reference: str) -> str:
 @pytest.mark.slow
 def test_both_speakers_come_out_under_their_labels_in_every_format(tmp_path: Path) -> None:
     jfk, _, call = clips(tmp_path)
-    alone = run_cli(str(jfk.parent), "-o", str(tmp_path / "alone-out"), "-f", "txt")
+    alone = transcribe_on_cpu(str(jfk.parent), "-o", str(tmp_path / "alone-out"), "-f", "txt")
     assert alone.returncode == 0, alone.stderr
     jfk_alone = (tmp_path / "alone-out" / "jfk.txt").read_text()
     licence_alone = (tmp_path / "alone-out" / "licence.txt").read_text()
 
-    split = run_cli(
+    split = transcribe_on_cpu(
         str(call), "-o", str(tmp_path / "out"), "-f", "all",
         "--split-channels", "--channel-names", "kennedy,licence",
     )  # fmt: skip
