@@ -77,8 +77,15 @@ def _base_task(tmp_path: Path, name: str) -> Task:
     # Language given: base then writes the English part in English and the German part
     # in German (detected as English, the German half comes out as a loose translation
     # that changes with every context, which no comparison could hold to).
+    # One temperature: a window that fails the compression or log-prob checks is kept
+    # as decoded instead of being sampled again at a higher temperature, which is random
+    # and made the text after the joint differ from run to run.
     engine = EngineOptions(
-        model="base", model_path=resolved.path, compute_type="int8", language="de"
+        model="base",
+        model_path=resolved.path,
+        compute_type="int8",
+        language="de",
+        decoding={"temperature": [0.0]},
     )
     job = Job(name, "base", audio_s=59.9, compute_type="int8", batch_size=1)
     out = tmp_path / f"{name}.json"
