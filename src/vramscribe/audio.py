@@ -19,6 +19,7 @@ from typing import Any
 import av
 
 from vramscribe.errors import BadInput, InputNotFound
+from vramscribe.wav import pcm_length, riff_declared_seconds
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav",
@@ -135,18 +136,11 @@ def probe_duration(path: Path | str) -> float:
     """
     path = Path(path)
     _check_file(path)
-    container = _open(path, probing=True)
-    try:
-        stream = _audio_stream(container, path)
-        declared = _declared_duration(container, stream)
-        if container.format.name == "wav":
-            declared = _riff_declared_seconds(path) or declared
-        head_end = _decode_head(container, stream, path)
-        real = _real_end(container, stream, declared, head_end)
-        if real is None:
-            real = _decoded_seconds(path)
-    finally:
-        container.close()
+    declared: float | None
+    if (wav := pcm_length(path)) is not None:  # nothing to decode: the header says it all
+        declared, real = wav.declared_s, wav.present_s
+    else:
+        declared, real = _probe_decoding(path)
     if real <= 0:
         raise BadInput(f"{path}: contains no audio samples")
     if declared is None:
@@ -159,6 +153,23 @@ def probe_duration(path: Path | str) -> float:
     # The header counts encoder padding correctly; fall back to what was read
     # only when the header was a guess that came out short.
     return real if real > declared + _TRUNCATION_SLACK_S else declared
+
+
+def _probe_decoding(path: Path) -> tuple[float | None, float]:
+    """The declared length and where the audio really ends, found with a decoder."""
+    container = _open(path, probing=True)
+    try:
+        stream = _audio_stream(container, path)
+        declared = _declared_duration(container, stream)
+        if container.format.name == "wav":
+            declared = riff_declared_seconds(path) or declared
+        head_end = _decode_head(container, stream, path)
+        real = _real_end(container, stream, declared, head_end)
+        if real is None:
+            real = _decoded_seconds(path)
+    finally:
+        container.close()
+    return declared, real
 
 
 def decode_check(path: Path | str) -> None:
@@ -314,34 +325,6 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
             return seconds
     if container.duration is not None and container.duration > 0:
         return float(Fraction(container.duration, av.time_base))
-    return None
-
-
-def _riff_declared_seconds(path: Path) -> float | None:
-    """The length a WAV header promises.
-
-    FFmpeg quietly shortens a WAV's length to what the file holds, which hides
-    truncation, so the data chunk's size is read from the header here. Streaming
-    writers leave 0 or 0xFFFFFFFF there; those sizes mean "unknown".
-    """
-    with path.open("rb") as fh:
-        if fh.read(12)[8:12] != b"WAVE":
-            return None
-        byte_rate = 0
-        while header := fh.read(8):
-            if len(header) < 8:
-                return None
-            chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
-            if chunk_id == b"fmt ":
-                fmt = fh.read(size)
-                byte_rate = int.from_bytes(fmt[8:12], "little") if len(fmt) >= 12 else 0
-                fh.seek(size % 2, os.SEEK_CUR)
-            elif chunk_id == b"data":
-                if byte_rate <= 0 or size in (0, 0xFFFFFFFF):
-                    return None
-                return size / byte_rate
-            else:
-                fh.seek(size + size % 2, os.SEEK_CUR)
     return None
 
 

@@ -324,3 +324,31 @@ async def test_a_batch_where_every_file_is_refused_fails_with_their_reason(api: 
     assert [r["status"] for r in mixed.json()["results"]] == [404, 415]
     twice = await api.client.post("/v1/batches", files=files, data={"priority": ["high", "low"]})
     assert twice.status_code == 422 and "priority: give it once" in twice.json()["detail"]
+
+
+async def test_concurrent_submissions_each_get_their_own_answer(api: Api, tmp_path: Path) -> None:
+    """Submissions that arrive together are stored together (one thread, one transaction
+    per group), yet each request is answered for its own file: a bad one fails alone."""
+    good = [write_wav(tmp_path / f"c{i}.wav", 1.0 + i) for i in range(8)]
+    before = set((api.data / "uploads").iterdir())
+
+    async def send(i: int) -> httpx.Response:
+        if i % 3 == 2:
+            return await api.client.post("/v1/jobs", **upload(NOT_AUDIO, f"bad{i}.wav"))
+        if i % 3 == 1:
+            return await api.client.post("/v1/jobs", json={"path": "ok.wav", "priority": "low"})
+        path = good[i]
+        return await api.client.post("/v1/jobs", **upload(path.read_bytes(), path.name))
+
+    answers = await asyncio.gather(*(send(i) for i in range(8)))
+    assert [r.status_code for r in answers] == [201, 201, 415, 201, 201, 415, 201, 201]
+    accepted = [r.json() for r in answers if r.status_code == 201]
+    assert len({job["id"] for job in accepted}) == 6
+    assert [job["audio_s"] for job in accepted] == [1.0, 4.0, 4.0, 4.0, 7.0, 4.0]
+    assert [job["input"] for job in accepted] == ["c0.wav", "ok.wav", "c3.wav", "ok.wav",
+                                                   "c6.wav", "ok.wav"]  # fmt: skip
+    assert all("not usable audio" in r.json()["detail"] for r in answers if r.status_code == 415)
+    for job in accepted:
+        stored = (await api.client.get(f"/v1/jobs/{job['id']}")).json()
+        assert (stored["id"], stored["input"]) == (job["id"], job["input"])
+    assert len(set((api.data / "uploads").iterdir()) - before) == 3  # refused uploads gone

@@ -2,7 +2,8 @@
 
 The same request goes in through ``vramscribe transcribe`` (its click command,
 in this process) and through ``POST /v1/jobs`` (the app, in this process);
-:meth:`Run.submit` is watched on its way out of both. On a fake GPU too small
+:meth:`Run.submit` (the CLI's) and :meth:`Run.submit_many` (the service's, which
+submits concurrent requests together) are watched on their way out. On a fake GPU too small
 for the model the planner rejects the job at once, so no worker starts.
 """
 
@@ -41,7 +42,17 @@ def watch_submissions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[JobRequest,
         seen.append((request, record))
         return record
 
+    submit_many = Run.submit_many
+
+    def watched_many(self: Run, requests: list[JobRequest]) -> list[JobRecord | Exception]:
+        records = submit_many(self, requests)
+        seen.extend(
+            (q, r) for q, r in zip(requests, records, strict=True) if isinstance(r, JobRecord)
+        )
+        return records
+
     monkeypatch.setattr(Run, "submit", watched)
+    monkeypatch.setattr(Run, "submit_many", watched_many)
     return seen
 
 

@@ -8,6 +8,7 @@ every one but the health checks and the dashboard's HTML behind the token.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -51,6 +52,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: SchedulerService = app.state.service
     service.start()
+    # What is alive now (modules, the app, the store's engine) lives as long as the
+    # service: kept out of the collector's full passes, which otherwise walk it all
+    # and paused every request for 40-90 ms a few times a second under load.
+    gc.collect()
+    gc.freeze()
     days = service.config.retain_days
     sweeper = Sweeper(service, days * 86400) if days else None
     if sweeper is not None:

@@ -53,14 +53,12 @@ async def submit_request(request: Request, service: SchedulerService) -> JobReco
             fields = {k: v for k, v in form.items() if k in ALL_FIELDS and isinstance(v, str)}
         finally:
             await form.close()
-        rec = await asyncio.to_thread(submit_file, service, source, fields, filename=filename)
+        rec = await submit_file(service, source, fields, filename=filename)
     elif ctype.startswith("application/json"):
         body = read_job_by_path(await request.body())
         callback = callback_url(body.callback_url)
         source = resolve_allowed(body.path, service.config.allowed_roots)
-        rec = await asyncio.to_thread(
-            submit_file, service, source, body.options(), keep_source=True
-        )
+        rec = await submit_file(service, source, body.options(), keep_source=True)
     else:
         raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'path'")
     if callback:
@@ -116,7 +114,7 @@ def read_job_by_path(raw: bytes) -> JobByPath:
         raise HTTPException(422, _shape_error(exc)) from None
 
 
-def submit_file(
+async def submit_file(
     service: SchedulerService,
     source: Path,
     fields: Mapping[str, object],
@@ -124,13 +122,18 @@ def submit_file(
     keep_source: bool = False,
     filename: str | None = None,
 ) -> JobRecord:
-    """Check the options, then submit the job; runs in a thread (it probes the audio)."""
+    """Check the options, then submit the job on the service's submission thread."""
     try:
-        return service.run.submit(job_request(service, source, fields, filename))
+        (outcome,) = await service.submissions.submit(
+            [job_request(service, source, fields, filename)]
+        )
     except VramscribeError as exc:
-        if not keep_source:
-            source.unlink(missing_ok=True)
-        raise refusal(exc) from None
+        outcome = exc
+    if isinstance(outcome, JobRecord):
+        return outcome
+    if not keep_source:
+        source.unlink(missing_ok=True)
+    raise refusal(outcome) if isinstance(outcome, VramscribeError) else outcome
 
 
 def job_request(

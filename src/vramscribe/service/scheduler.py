@@ -22,6 +22,7 @@ from vramscribe.runtime.runner import Runner
 from vramscribe.runtime.task import Task
 from vramscribe.service.events import Broadcaster, Event
 from vramscribe.service.schemas import DeviceOut
+from vramscribe.service.submissions import SubmitThread
 from vramscribe.service.views import device_report, job_json
 from vramscribe.service.webhooks import Webhooks
 from vramscribe.settings import ServiceConfig
@@ -73,6 +74,8 @@ class SchedulerService:
         self.draining = False
         """Set on SIGTERM: new submissions are refused while running jobs finish."""
         self.webhooks = Webhooks(Callbacks(store), self._job_json, config.token)
+        self.submissions = SubmitThread(self.run)
+        """New jobs are submitted on this one thread (see ``service/submissions.py``)."""
 
     @property
     def store(self) -> Store:
@@ -114,6 +117,7 @@ class SchedulerService:
         self.webhooks.start()
 
     def stop(self) -> None:
+        self.submissions.stop()
         if self.ray is not None:
             self.ray.stop()
             self._scheduler_lock.release()

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO
@@ -25,7 +25,7 @@ from vramscribe.devices.base import Device
 from vramscribe.devices.select import pick_devices
 from vramscribe.engines.base import EngineOptions
 from vramscribe.errors import BadInput, InputNotFound, VramscribeError
-from vramscribe.naming import Claims, claim
+from vramscribe.naming import Claims, InputStamp, claim
 from vramscribe.paths import host_dir, new_run_dir
 from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.ledger import LedgerWriter
@@ -101,10 +101,14 @@ class Run:
         and failed at once, so a batch's summary names it.
         """
         now = self.runner.clock() if submitted_at is None else submitted_at
-        prepared = self._prepare(request, now)
+        prepared = self._prepare(request, now, self._sources([request]))
         if isinstance(prepared, JobRecord):
             return prepared
-        record = self._store(*prepared)
+        try:
+            record = self._store(*prepared)
+        except BaseException:
+            self.claims.drop(prepared[0].task.job.id)
+            raise
         self._queue(*prepared)
         return record
 
@@ -115,37 +119,51 @@ class Run:
         alone: the others are stored and queued.
         """
         now = self.runner.clock()
+        sources = self._sources(requests)
         built: list[tuple[NewJob, str | None] | JobRecord | Exception] = []
         for request in requests:
             try:
-                built.append(self._prepare(request, now))
+                built.append(self._prepare(request, now, sources))
             except VramscribeError as exc:
                 built.append(exc)
         new = [b for b in built if isinstance(b, tuple)]
-        if self.leases is not None:  # leased one by one, like single submissions
-            records: list[JobRecord | Exception] = [self._store(*b) for b in new]
-        else:
-            records = self.adds.add_each([job.record for job, _ in new])
-        stored = iter(records)
+        stored = iter(self._store_many(new))
         out: list[JobRecord | Exception] = []
         for item in built:
             if not isinstance(item, tuple):
                 out.append(item)  # refused, or a split file already stored with its channels
                 continue
             record = next(stored)
-            if not isinstance(record, Exception):
+            if isinstance(record, Exception):
+                self.claims.drop(item[0].task.job.id)
+            else:
                 self._queue(*item)
             out.append(record)
         return out
 
-    def _prepare(self, request: JobRequest, now: float) -> tuple[NewJob, str | None] | JobRecord:
-        """The job to store for ``request`` (with distinct outputs), or, for a file split by
-        channel, the parent's record (parent and children are stored at once)."""
+    def _prepare(
+        self, request: JobRequest, now: float, sources: Mapping[str, InputStamp]
+    ) -> tuple[NewJob, str | None] | JobRecord:
+        """The job to store for ``request`` (with distinct outputs, claimed at once so the
+        next request sees them), or, for a file split by channel, the parent's record
+        (parent and children are stored at once).
+
+        ``sources`` is the output ledger's record of the request's plain outputs, read
+        once for a whole group of requests.
+        """
         model = choose_model(request.model, request.engine)
-        request = self._distinct_outputs(request)
+        outputs = claim(request.input, request.outputs, sources, self.claims)
+        if outputs != request.outputs:
+            request = replace(request, outputs=outputs)
         if request.split_channels and (channels := self._channels(request)) > 1:
             return self._submit_split(request, model, channels, now)
-        return self._build(request, model, now)
+        new, failure = self._build(request, model, now)
+        self.claims.add(new.task.job.id, new.task.input, new.task.outputs)
+        return new, failure
+
+    def _sources(self, requests: list[JobRequest]) -> dict[str, InputStamp]:
+        """What the output ledger records of the plain outputs of ``requests``: one query."""
+        return self.store.ledger.sources(p for r in requests for _, p in r.outputs)
 
     def _build(
         self, request: JobRequest, model: ModelChoice, now: float
@@ -166,9 +184,21 @@ class Run:
     def _store(self, new: NewJob, failure: str | None) -> JobRecord:
         """Store one new job: leased to this run from the start when it schedules a shared
         store (the heartbeat's claims must not take it too), else through the group commit."""
-        if self.leases is not None and failure is None:
+        if self._leased(failure):
             return self.leased_adds.add(new.record)
         return self.adds.add(new.record)
+
+    def _store_many(self, new: list[tuple[NewJob, str | None]]) -> list[JobRecord | Exception]:
+        """:meth:`_store` for each job, the leased ones in one transaction and the rest in
+        another; each one's stored record, or the error that refused it, in order."""
+        leased = [self._leased(failure) for _, failure in new]
+        mine = self.leased_adds.add_each([j.record for (j, f) in new if self._leased(f)])
+        plain = self.adds.add_each([j.record for (j, f) in new if not self._leased(f)])
+        out_leased, out_plain = iter(mine), iter(plain)
+        return [next(out_leased) if lease else next(out_plain) for lease in leased]
+
+    def _leased(self, failure: str | None) -> bool:
+        return self.leases is not None and failure is None
 
     def _add_leased(self, records: list[JobRecord]) -> list[JobRecord]:
         assert self.leases is not None
@@ -178,7 +208,6 @@ class Run:
         return self._add_leased([record])[0]
 
     def _queue(self, new: NewJob, failure: str | None) -> None:
-        self.claims.add(new.task.job.id, new.task.input, new.task.outputs)
         if not self.schedules:
             return  # API only: a scheduler sharing the store claims it
         if failure is not None:
@@ -221,12 +250,6 @@ class Run:
 
         self._on_runner_thread(queue)
         return record
-
-    def _distinct_outputs(self, request: JobRequest) -> JobRequest:
-        """``request`` with outputs no other input writes or owns (see :mod:`vramscribe.naming`)."""
-        records = self.store.ledger.sources(path for _, path in request.outputs)
-        outputs = claim(request.input, request.outputs, records, self.claims)
-        return request if outputs == request.outputs else replace(request, outputs=outputs)
 
     def resume(self, record: JobRecord, engine: EngineOptions | None = None) -> Task:
         """Queue a stored pending job again, its history carried over (``engine``: new options)."""

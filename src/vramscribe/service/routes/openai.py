@@ -58,7 +58,7 @@ async def openai_transcriptions(request: Request, service: Service) -> Response:
     if fmt not in RESPONSE_FORMATS:
         source.unlink(missing_ok=True)
         raise HTTPException(400, f"response_format {fmt!r} is not supported")
-    rec = await asyncio.to_thread(submit_file, service, source, fields, filename=filename)
+    rec = await submit_file(service, source, fields, filename=filename)
     await asyncio.to_thread(service.final_event(rec.id).wait)
     final = record_or_404(service, rec.id)
     if final.status is not JobState.COMPLETED:

@@ -9,7 +9,6 @@ nor anything about other jobs; the audio itself supports HTTP range requests
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -139,7 +138,5 @@ async def retry(job_id: str, service: Service) -> JobOut:
         raise HTTPException(410, f"the audio of job {job_id} is no longer kept")
     fields = {k: v for k, v in rec.options.items() if k in OPTION_FIELDS}
     fields.update(model=rec.model, priority=rec.priority)
-    new = await asyncio.to_thread(
-        submit_file, service, path, fields, keep_source=True, filename=rec.filename
-    )
+    new = await submit_file(service, path, fields, keep_source=True, filename=rec.filename)
     return job_view(new, None)
