@@ -137,3 +137,40 @@ def test_the_load_cap_counts_model_loads_not_process_starts() -> None:
     settings = Settings(safety_margin=0.0, max_loads_per_device=1)
     assert plan(0.0, [job("a")], [gpu()], [starting], settings).starts
     assert not plan(0.0, [job("a")], [gpu()], [loading], settings).starts
+
+
+def test_idle_memory_nothing_queued_can_use_is_evicted_for_a_bigger_batch() -> None:
+    # 8 GB device; an idle small instance nothing queued uses holds 2.5 GB. A 30-minute
+    # medium file gets batch 8 (4.6 GB) in the 5.5 GB left, and batch 16 (6.5 GB) with it.
+    # Kept for its keep-alive, that instance would squeeze the file into the smaller batch.
+    device = [gpu(total=8000, free=5500)]
+    p = plan(100.0, [job("m", "medium", 1800.0, batch=0)], device, [idle("s", held=2500)], KEEP)
+    assert p.starts == []
+    assert [r.instance_id for r in p.releases] == ["s"]
+    assert p.releases[0].reason == "evicted for job m (medium): its batch needs the memory"
+    assert p.reasons["m"] == "waiting for idle instances on cuda:0 to release their memory"
+    # Once the memory is back, the file starts at batch 16.
+    [start] = plan(101.0, [job("m", "medium", 1800.0, batch=0)], [gpu(total=8000)], [], KEEP).starts
+    assert start.batch_size == 16
+
+
+def test_an_idle_instance_a_queued_job_can_use_is_not_evicted_for_a_bigger_batch() -> None:
+    queue = [job("m", "medium", 1800.0, batch=0, priority=75), job("s", "small")]
+    device = [gpu(total=8000, free=5500)]
+    p = plan(100.0, queue, device, [idle("i", held=2500)], KEEP)
+    assert p.releases == []
+    assert sorted((s.job_id, s.instance_id, s.batch_size) for s in p.starts) == [
+        ("m", None, 8),
+        ("s", "i", 1),
+    ]
+
+
+@pytest.mark.parametrize(("waiting", "released"), [(False, False), (True, True)])
+def test_the_keep_alive_holds_only_while_no_job_waits(waiting: bool, released: bool) -> None:
+    # A job waits here to be retried later; nothing can use the idle tiny instance.
+    queue = [job("r", "medium", not_before=500.0)] if waiting else []
+    p = plan(100.0, queue, [gpu(free=9400)], [idle("t", "tiny", since=99.0, held=600)], KEEP)
+    assert [r.instance_id for r in p.releases] == (["t"] if released else [])
+    if released:
+        assert p.releases[0].reason == "nothing queued can use it"
+        assert p.reasons["r"].startswith("retrying in")

@@ -1,20 +1,24 @@
 """Idle (warm) instances: which to release, and which to evict for a job that waits.
 
 An idle instance keeps its model loaded for the next job of its engine key.
-It is released once nothing queued can use it (after the keep-alive), or
+It is released once nothing queued can use it, after the keep-alive if no job
+waits (the keep-alive is for a service with nothing to do; while a job waits,
+such an instance only holds memory and compute that job may need). It is
 evicted when the job at the head of the queue fits nowhere and its memory
-would make room; an instance of the head job's own key that could host it is
-never evicted.
+would make room (an instance of the head job's own key that could host it is
+never evicted), and when the memory of instances nothing queued can use would
+give a new job a bigger batch than it gets now: kept, they squeezed every new
+job on a 16 GiB GPU into a smaller batch for the whole keep-alive.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job
 from vramscribe.core.room import Room, estimate, held
-from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import InstanceView
 
 
@@ -69,20 +73,76 @@ def _victims(
     return None
 
 
+def releasing(device_id: str) -> str:
+    """The reason of a job that waits for evicted instances' memory."""
+    return f"waiting for idle instances on {device_id} to release their memory"
+
+
+def reclaim_for(
+    choose: Callable[[Room], tuple[int, float] | None],
+    job: Job,
+    devs: list[Room],
+    used: set[str],
+    pending_keys: set[str],
+    batch_now: dict[int, int],
+) -> tuple[list[Release], str | None]:
+    """Evict idle instances nothing queued can use on the first device where their memory
+    gives ``job`` a bigger batch than ``batch_now`` (by ``id`` of the device; absent: none
+    fits) says it gets; the releases and the device's id. ``choose`` picks the batch size
+    and estimate on a device as it stands."""
+    for dev in devs:
+        spare = stale(dev, used, pending_keys)
+        freed = sum(held(i) for i in spare)
+        if freed <= 0:
+            continue
+        dev.free += freed
+        choice = choose(dev)
+        dev.free -= freed
+        if choice is None or choice[0] <= batch_now.get(id(dev), 0):
+            continue
+        releases = reclaim(dev, spare, choice[1], job)
+        if releases:
+            used.update(r.instance_id for r in releases)
+            return releases, dev.snap.id
+    return [], None
+
+
+def stale(dev: Room, used: set[str], pending_keys: set[str]) -> list[InstanceView]:
+    """Idle instances on ``dev`` that nothing queued can use, longest idle first: they keep
+    their memory only for the keep-alive, so a new job may claim it at once."""
+    return [i for i in dev.idle if i.iid not in used and i.key not in pending_keys]
+
+
+def reclaim(dev: Room, spare: list[InstanceView], need: float, job: Job) -> list[Release]:
+    """The longest-idle of ``spare`` whose memory makes ``need`` fit on ``dev``, released
+    for ``job``'s bigger batch (none if even all of them would not do)."""
+    victims: list[InstanceView] = []
+    free = dev.free
+    for inst in spare:
+        if free >= need:
+            break
+        victims.append(inst)
+        free += held(inst)
+    if free < need:
+        return []
+    why = f"evicted for job {job.id} ({job.model}): its batch needs the memory"
+    return [Release(i.iid, dev.snap.id, why) for i in victims]
+
+
 def release_idle(
-    devs: list[Room], used: set[str], pending_keys: set[str], now: float, settings: Settings
+    devs: list[Room], used: set[str], pending_keys: set[str], now: float, keep_alive_s: float
 ) -> list[Release]:
-    """Idle instances nothing pending can use, once their keep-alive has passed."""
+    """Idle instances nothing pending can use, once ``keep_alive_s`` has passed."""
     out = []
     for dev in devs:
         for inst in dev.idle:
             if inst.iid in used or inst.key in pending_keys:
                 continue
             idle_for = now - (inst.idle_since or now)
-            if idle_for < settings.keep_alive_s:
+            if idle_for < keep_alive_s:
                 continue
             why = "nothing queued can use it"
-            if settings.keep_alive_s > 0:
+            if keep_alive_s > 0:
                 why = f"idle for {idle_for:.0f} s and nothing queued can use it"
             out.append(Release(inst.iid, dev.snap.id, why))
             used.add(inst.iid)

@@ -32,12 +32,13 @@ from collections.abc import Iterable, Sequence
 from vramscribe.core.batching import LOOKAHEAD_WINDOW, AlikeKey, Batches, alike_key
 from vramscribe.core.decisions import Blocked, Plan, Reject, Start
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.idle import Release, evict_for, release_idle
+from vramscribe.core.idle import Release, evict_for, reclaim_for, release_idle, releasing
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.core.queue import in_order, queued_keys
 from vramscribe.core.room import (
     Hold,
     Room,
+    best_by_kind,
     closed_summary,
     device_throughput,
     estimate,
@@ -122,10 +123,7 @@ class _Planner:
         }
         self.open_devs = self._open_devices()
         # Where each device kind offers the most beside other processes; whether any do hold some.
-        self.most_usable: dict[str, Room] = {}
-        for dev in self.devs:
-            if dev.kind not in self.most_usable or dev.usable > self.most_usable[dev.kind].usable:
-                self.most_usable[dev.kind] = dev
+        self.most_usable = best_by_kind(self.devs, lambda d: d.usable)
         self.others_hold = any(d.others > 0 for d in self.devs)
         self.batches = Batches(book, now, settings.batch_lookahead)
         self.pending_keys: set[str] = set()
@@ -184,11 +182,9 @@ class _Planner:
         self._blocked(job)
         self.result.default_reason = closed
         # Idle instances may be what closes the devices: the head may evict them.
-        evicted = self._evict_for(job) if self._idle_left() else None
+        evicted = self._evict_for(job)
         if evicted is not None:
-            self.result.reasons[job.id] = (
-                f"waiting for idle instances on {evicted} to release their memory"
-            )
+            self.result.reasons[job.id] = releasing(evicted)
         self._classify(job)
 
     def _waits(self, job: Job, reason: str) -> None:
@@ -215,9 +211,6 @@ class _Planner:
         if not self.open_devs:
             return closed_summary(self.devs, self.settings, self.now)
         return None
-
-    def _idle_left(self) -> bool:
-        return any(i.iid not in self.used for d in self.devs for i in d.idle)
 
     def _warm_possible(self) -> bool:
         """Whether an unused idle instance could still take a queued job."""
@@ -272,11 +265,7 @@ class _Planner:
     def _fits_nowhere(self, ests: dict[str, float]) -> tuple[Room, float] | None:
         """The device that comes closest, if even the smallest batch fits on no open device."""
         if self._most_free[0] != self.generation:
-            most: dict[str, Room] = {}
-            for dev in self.open_devs:
-                if dev.kind not in most or dev.free > most[dev.kind].free:
-                    most[dev.kind] = dev
-            self._most_free = (self.generation, most)
+            self._most_free = (self.generation, best_by_kind(self.open_devs, lambda d: d.free))
         best: tuple[float, Room, float] | None = None
         for kind, dev in self._most_free[1].items():
             if ests[kind] <= dev.free:
@@ -298,6 +287,10 @@ class _Planner:
             score = 0.0 if est <= dev.free else dev.free - est
             if blocker is None or score > blocker[0]:
                 blocker = (score, dev, est)
+        evicted = self._evict_for(job, {id(d): b for d, _, b in fitting})
+        if evicted is not None:  # idle memory nothing queued needs buys it a bigger batch
+            self._waits(job, releasing(evicted))
+            return False
         worth = [c for c in fitting if self.batches.adds_throughput(job, c[0], c[2])]
         if worth:
             self._start_new(job, *place(worth))
@@ -367,7 +360,7 @@ class _Planner:
         if self.result.hold is None:
             evicted = self._evict_for(job)
             if evicted:
-                reason = f"waiting for idle instances on {evicted} to release their memory"
+                reason = releasing(evicted)
         self._waits(job, reason)
         if self.result.hold is None:
             if not self.settings.backfill:
@@ -377,17 +370,25 @@ class _Planner:
             if self.result.hold is not None:
                 self.generation += 1
 
-    def _evict_for(self, job: Job) -> str | None:
-        releases, device = evict_for(job, self.devs, self.used, self.book)
+    def _evict_for(self, job: Job, batch_now: dict[int, int] | None = None) -> str | None:
+        """Evict idle instances for ``job``: to make room at all, or, given the batch it
+        gets now on each device (``batch_now``), for a bigger one; where, if anywhere."""
+        if batch_now is None:
+            releases, device = evict_for(job, self.devs, self.used, self.book)
+        else:
+            releases, device = reclaim_for(
+                lambda dev: self.batches.choose(job, dev, None), job, self.open_devs,
+                self.used, self.pending_keys, batch_now,
+            )  # fmt: skip
         self.result.releases.extend(releases)
         if releases:
             self.generation += 1
         return device
 
     def release_idle(self) -> None:
-        self.result.releases.extend(
-            release_idle(self.devs, self.used, self.pending_keys, self.now, self.settings)
-        )
+        keep = 0.0 if self.first_waiting else self.settings.keep_alive_s  # see core/idle.py
+        idle = release_idle(self.devs, self.used, self.pending_keys, self.now, keep)
+        self.result.releases.extend(idle)
 
     def _open_devices(self) -> list[Room]:
         return [

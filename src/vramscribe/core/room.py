@@ -10,7 +10,7 @@ with a given mix of instances and batch sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from vramscribe.core.footprints import FootprintBook
@@ -49,6 +49,15 @@ class Hold:
 
 def gib(mb: float) -> str:
     return f"{mb / GIB:.1f}"
+
+
+def best_by_kind(devs: Iterable[Room], value: Callable[[Room], float]) -> dict[str, Room]:
+    """Per device kind, the device where ``value`` is largest (the first of equals)."""
+    best: dict[str, Room] = {}
+    for dev in devs:
+        if dev.kind not in best or value(dev) > value(best[dev.kind]):
+            best[dev.kind] = dev
+    return best
 
 
 class Room:
