@@ -60,7 +60,7 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
 PHASES = (
     ("submit: probe audio", ("probe_duration",)),
     ("submit: store", ("GroupCommit", "Leases.add")),
-    ("submit: other", ("submit_file",)),
+    ("submit: other", ("submit_file", "SubmitThread")),
     ("scheduler thread", ("Runner.run_until",)),
     ("timeline writer", ("Timeline._write",)),
     ("sync routes (GET)", ("run_endpoint_function",)),
