@@ -69,3 +69,4 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Uvicorn has stopped accepting connections (SIGTERM): let running jobs finish.
         await asyncio.to_thread(service.drain, service.config.drain_timeout_s)
         await asyncio.to_thread(service.stop)
+        gc.unfreeze()  # a process that goes on (an embedding program, a test) collects again
