@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job
-from vramscribe.core.room import Room, estimate, held
+from vramscribe.core.room import Room, batch_candidates, estimate, held
 from vramscribe.core.snapshot import InstanceView
 
 
@@ -84,12 +84,14 @@ def reclaim_for(
     devs: list[Room],
     used: set[str],
     pending_keys: set[str],
-    batch_now: dict[int, int],
+    batch_now: int,
 ) -> tuple[list[Release], str | None]:
     """Evict idle instances nothing queued can use on the first device where their memory
-    gives ``job`` a bigger batch than ``batch_now`` (by ``id`` of the device; absent: none
-    fits) says it gets; the releases and the device's id. ``choose`` picks the batch size
-    and estimate on a device as it stands."""
+    gives ``job`` a bigger batch than the ``batch_now`` it gets anywhere now (0: it fits
+    nowhere); the releases and the device's id. ``choose`` picks the batch size and
+    estimate on a device as it stands."""
+    if batch_now >= max(batch_candidates(job)):
+        return [], None  # it gets its biggest batch already
     for dev in devs:
         spare = stale(dev, used, pending_keys)
         freed = sum(held(i) for i in spare)
@@ -98,7 +100,7 @@ def reclaim_for(
         dev.free += freed
         choice = choose(dev)
         dev.free -= freed
-        if choice is None or choice[0] <= batch_now.get(id(dev), 0):
+        if choice is None or choice[0] <= batch_now:
             continue
         releases = reclaim(dev, spare, choice[1], job)
         if releases:

@@ -32,7 +32,13 @@ from collections.abc import Iterable, Sequence
 from vramscribe.core.batching import LOOKAHEAD_WINDOW, AlikeKey, Batches, alike_key
 from vramscribe.core.decisions import Blocked, Plan, Reject, Start
 from vramscribe.core.footprints import FootprintBook
-from vramscribe.core.idle import Release, evict_for, reclaim_for, release_idle, releasing
+from vramscribe.core.idle import (
+    Release,
+    evict_for,
+    reclaim_for,
+    release_idle,
+    releasing,
+)
 from vramscribe.core.jobs import Job, JobState
 from vramscribe.core.queue import in_order, queued_keys
 from vramscribe.core.room import (
@@ -52,16 +58,7 @@ from vramscribe.core.room import (
 from vramscribe.core.settings import Settings
 from vramscribe.core.snapshot import DeviceSnapshot, InstanceView
 
-__all__ = [
-    "Blocked",
-    "Hold",
-    "Plan",
-    "Reject",
-    "Release",
-    "Start",
-    "device_throughput",
-    "plan",
-]
+__all__ = ["Blocked", "Hold", "Plan", "Reject", "Release", "Start", "device_throughput", "plan"]
 
 
 def plan(
@@ -287,7 +284,7 @@ class _Planner:
             score = 0.0 if est <= dev.free else dev.free - est
             if blocker is None or score > blocker[0]:
                 blocker = (score, dev, est)
-        evicted = self._evict_for(job, {id(d): b for d, _, b in fitting})
+        evicted = self._evict_for(job, max((b for _, _, b in fitting), default=0))
         if evicted is not None:  # idle memory nothing queued needs buys it a bigger batch
             self._waits(job, releasing(evicted))
             return False
@@ -370,9 +367,9 @@ class _Planner:
             if self.result.hold is not None:
                 self.generation += 1
 
-    def _evict_for(self, job: Job, batch_now: dict[int, int] | None = None) -> str | None:
+    def _evict_for(self, job: Job, batch_now: int | None = None) -> str | None:
         """Evict idle instances for ``job``: to make room at all, or, given the batch it
-        gets now on each device (``batch_now``), for a bigger one; where, if anywhere."""
+        gets now (``batch_now``; 0 if none), for a bigger one; where, if anywhere."""
         if batch_now is None:
             releases, device = evict_for(job, self.devs, self.used, self.book)
         else:
