@@ -67,8 +67,8 @@ class SubmitThread:
         requests = [r for reqs, _, _ in group for r in reqs]
         try:
             outcomes: list[Outcome] = self.run.submit_many(requests)
-        except Exception as exc:  # the group as a whole failed (the store is down)
-            outcomes = [exc] * len(requests)
+        except Exception:  # an error no request's refusal covers: each alone, so it fails alone
+            outcomes = [self._alone(r) for r in requests]
         answers: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
         start = 0
         for reqs, loop, future in group:
@@ -77,6 +77,13 @@ class SubmitThread:
         for loop, pairs in answers.items():  # one wake-up of each event loop per group
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for them
                 loop.call_soon_threadsafe(_resolve, pairs)
+
+    def _alone(self, request: JobRequest) -> Outcome:
+        try:
+            (outcome,) = self.run.submit_many([request])
+        except Exception as exc:
+            return exc
+        return outcome
 
 
 def _resolve(pairs: list[_Answer]) -> None:
