@@ -13,7 +13,9 @@ from vramscribe.runtime.events import JobChanged, RunnerEvent
 from vramscribe.runtime.launcher import WORKER_NICE
 
 
-@pytest.mark.parametrize(("env", "expected"), [(None, WORKER_NICE), ("0", 0), ("3", 3)])
+@pytest.mark.parametrize(
+    ("env", "expected"), [(None, WORKER_NICE), ("0", 0), ("3", 3), ("lots", WORKER_NICE)]
+)
 def test_workers_run_below_the_parent_in_its_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, expected: int
 ) -> None:

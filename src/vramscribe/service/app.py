@@ -54,7 +54,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service.start()
     # What is alive now (modules, the app, the store's engine) lives as long as the
     # service: kept out of the collector's full passes, which otherwise walk it all
-    # and paused every request for 40-90 ms a few times a second under load.
+    # and paused every request for 40-90 ms every few seconds under load.
     gc.collect()
     gc.freeze()
     days = service.config.retain_days

@@ -1,9 +1,10 @@
 """Batch submission: many files or paths in one request, one result per file.
 
 A client that submits a folder sends it at once instead of waiting on one
-request per file: the files are checked and probed in one worker thread and
-their jobs stored in one transaction. Each file is answered on its own, with
-the status a single submission would have had; a bad file fails alone.
+request per file: the files are checked and probed on the service's submission
+thread (``service/submissions.py``) and their jobs stored in one transaction.
+Each file is answered on its own, with the status a single submission would
+have had; a bad file fails alone.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ async def create_batch(request: Request, service: Service) -> BatchOut | JSONRes
     else:
         raise HTTPException(415, "send multipart/form-data (field 'file') or JSON with 'paths'")
     _check_options(service, fields, items)
-    results = await asyncio.to_thread(submit_items, service, items, fields)
+    results = await submit_items(service, items, fields)
     if callback:
         for result in results:
             if result.job is not None:
@@ -104,10 +105,10 @@ async def create_batch(request: Request, service: Service) -> BatchOut | JSONRes
     return JSONResponse(out.model_dump(mode="json", exclude_none=True), status)
 
 
-def submit_items(
+async def submit_items(
     service: SchedulerService, items: list[Item], fields: Mapping[str, object]
 ) -> list[BatchItemOut]:
-    """Check every file's request, then submit the good ones together (in a worker thread)."""
+    """Check every file's request, then submit the good ones together."""
     answers: list[BatchItemOut | None] = []
     requests: list[JobRequest] = []
     for name, where, _ in items:
@@ -119,7 +120,7 @@ def submit_items(
             answers.append(None)
         except VramscribeError as exc:
             answers.append(_refused(name, exc))
-    outcomes = iter(service.run.submit_many(requests))
+    outcomes = iter(await service.submissions.submit(requests) if requests else [])
     results = []
     for (name, where, ours), answer in zip(items, answers, strict=True):
         if answer is None:
