@@ -672,7 +672,8 @@ class _WarmRun:
     def _start(self, job: Job, start: Start, now: float) -> None:
         if start.instance_id is not None:
             w = self.live[start.instance_id]
-            self.shell.assign(w.inst, job.id, start.reserved_mb, start.expected_end, job.priority)
+            self.shell.assign(w.inst, job.id, start.reserved_mb, start.expected_end, job.priority,
+                              now, start.batch_size)  # fmt: skip
             self.warm_starts += 1
             transition(job, JobState.PROCESSING, now, "warm")
         else:
@@ -685,6 +686,7 @@ class _WarmRun:
             assert proc.pid is not None
             inst = Tracked(job.id, self.dev.id, proc.pid, start.reserved_mb, start.expected_end,
                            job.priority, job.reuse_key)  # fmt: skip
+            inst.batch_size = start.batch_size
             self.shell.start(inst)
             self.shell.started(inst)
             w = self.live[inst.instance_id] = _WarmInst(proc, parent, inst)

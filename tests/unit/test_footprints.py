@@ -72,10 +72,12 @@ def test_book_round_trips_through_json() -> None:
     book = FootprintBook()
     book.observe_peak(("medium", "float16", 1, "cuda"), 2900, 600)
     book.observe_speed(("medium", "float16", 1, "cuda"), 25.0)
+    book.observe_speed(("medium", "float16", 8, "cuda"), 40.0, alone=False)
     again = FootprintBook.from_json(book.to_json())
     assert again.learned == book.learned
     assert again.bands == book.bands and again.bands
-    assert again.speeds == book.speeds
+    assert again.speeds == book.speeds and len(again.speeds) == 2
+    assert again.alone == book.alone and list(again.alone) == [("medium", "float16", 1, "cuda")]
     assert again.estimate(("medium", "float16", 1, "cuda"), 60) == pytest.approx(
         book.estimate(("medium", "float16", 1, "cuda"), 60)
     )
@@ -87,3 +89,16 @@ def test_book_round_trips_through_json() -> None:
 )
 def test_contention_model(k: int, s_max: float, expected: float) -> None:
     assert contention(k, s_max) == pytest.approx(expected)
+
+
+def test_a_batch_gain_is_learned_only_from_jobs_that_had_the_device_to_themselves() -> None:
+    """A batch-2 job measured beside three others ran at a fraction of its own speed;
+    taken as its gain, it would make batch 2 look slower than batch 1."""
+    solo, batched = ("tiny", "float16", 1, "cuda"), ("tiny", "float16", 2, "cuda")
+    book = FootprintBook()
+    book.observe_speed(solo, 100.0)
+    book.observe_speed(batched, 55.0, alone=False)
+    assert book.batch_gain(batched) == pytest.approx(1.8)  # still the built-in figure
+    assert book.speed(batched) == pytest.approx(55.0)  # what durations are expected from
+    book.observe_speed(batched, 190.0)
+    assert book.batch_gain(batched) == pytest.approx(190.0 / 100.0)

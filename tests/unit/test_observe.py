@@ -180,3 +180,41 @@ def test_nothing_is_admitted_before_a_reading_newer_than_the_lag() -> None:
     assert plan(100.5, jobs, later.snapshots, later.views, Settings()).starts == []
     assert shell.observe(101.0, reading(101.0), [lagging]).snapshots[0].fresh
     assert shell.observe(0.0, reading(0.0), [GPU]).snapshots[0].fresh
+
+
+def test_a_warm_instance_s_peak_is_its_current_job_s_from_readings_taken_after_it_began() -> None:
+    """Readings lag: the first ones after a warm instance takes a small job still show the
+    last job's big batch, which must not be learned as the small job's peak."""
+    shell = PolicyShell()
+    lagged = DeviceInfo("cuda:0", "cuda", reading_lag_s=0.5)
+    inst = started(shell, 101, 5000.0)
+    shell.loaded(inst, 1.0)
+    shell.observe(2.0, reading(2.0, p101=5000.0), [lagged])
+    assert inst.peak_mb == 5000.0
+    shell.idle(inst, 10.0)
+    shell.assign(inst, "j2", 1200.0, 20.0, 50, now=10.0, batch_size=1)
+    assert inst.peak_mb == 0.0  # nothing seen of this job yet
+    shell.observe(10.2, reading(10.1, p101=5000.0), [lagged])  # taken before it could show
+    assert inst.peak_mb == 0.0
+    shell.observe(10.8, reading(10.6, p101=1200.0), [lagged])
+    assert inst.peak_mb == 1200.0
+
+
+def test_instances_transcribing_together_are_marked_shared_until_their_next_job() -> None:
+    shell = PolicyShell()
+    a, b = started(shell, 101, 1000.0), started(shell, 102, 1000.0)
+    shell.loaded(a, 1.0)
+    shell.observe(2.0, reading(2.0, p101=1000.0, p102=500.0), [GPU])
+    assert not a.shared and not b.shared  # b is still loading: a has the device alone
+    shell.loaded(b, 3.0)
+    shell.observe(4.0, reading(4.0, p101=1000.0, p102=1000.0), [GPU])
+    assert a.shared and b.shared
+    shell.idle(b, 5.0)
+    shell.assign(b, "j3", 1000.0, 20.0, 50, now=6.0, batch_size=4)
+    assert not b.shared
+    shell.idle(a, 6.5)
+    shell.observe(7.0, reading(7.0, p101=1000.0, p102=1000.0), [GPU])
+    assert not b.shared  # a is idle: b runs alone
+    [view] = [v for v in shell.observe(8.0, reading(8.0, p101=1000.0, p102=1000.0), [GPU]).views
+              if v.instance_id == "102"]  # fmt: skip
+    assert view.batch_size == 4

@@ -16,8 +16,8 @@ def job(id: str, model: str, at: float = 0.0, audio_s: float = 0.0, batch: int =
     return Job(id, model, audio_s, submitted_at=at, compute_type="float16", batch_size=batch)
 
 
-def busy(id: str, mb: float, end: float) -> InstanceView:
-    return InstanceView(id, "cuda:0", JobState.PROCESSING, mb, mb, end)
+def busy(id: str, mb: float, end: float, batch: int = 1) -> InstanceView:
+    return InstanceView(id, "cuda:0", JobState.PROCESSING, mb, mb, end, batch_size=batch)
 
 
 def test_a_strict_hold_lets_nothing_run_in_the_heads_memory_on_a_promise() -> None:
@@ -33,8 +33,9 @@ def test_a_strict_hold_lets_nothing_run_in_the_heads_memory_on_a_promise() -> No
 
 
 def test_a_job_refused_for_saturation_is_not_overtaken_on_that_device() -> None:
-    # Four large-v3 instances run (S_max 2): a fifth adds under 5%; tiny ones would add more.
-    insts = [busy(f"r{i}", 4700, end=1000) for i in range(4)]
+    # Four large-v3 instances run at batch 4 (S_max 2): the device is at its ceiling (4.2),
+    # and a fifth at batch 1 lowers it to 4.07; tiny ones (S_max 3) would keep it there.
+    insts = [busy(f"r{i}", 4700, end=1000, batch=4) for i in range(4)]
     queue = [job("large", "large-v3", at=0), job("tiny", "tiny", at=1)]
     p = plan(10, queue, [gpu(total=40_000, free=21_200)], insts, NO_MARGIN)
     assert p.starts == []
@@ -43,8 +44,9 @@ def test_a_job_refused_for_saturation_is_not_overtaken_on_that_device() -> None:
 
 
 def test_a_cramped_batch_waits_for_room_on_a_busy_device() -> None:
-    # A 16-window file beside three running instances: room for batch 8, not 16.
-    insts = [busy(f"r{i}", 2000, end=600) for i in range(3)]
+    # A 16-window file beside three instances at batch 4 (the device's ceiling): room for
+    # batch 8, which would not add the 50% a cramped batch must; batch 16 keeps the ceiling.
+    insts = [busy(f"r{i}", 2000, end=600, batch=4) for i in range(3)]
     cramped = job("long", "large-v3", audio_s=480, batch=0)
     p = plan(0, [cramped], [gpu(total=20_000, free=7000)], insts, NO_MARGIN)
     assert p.starts == [] and "saturated" in p.reason_for("long")

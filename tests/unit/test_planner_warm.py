@@ -159,10 +159,10 @@ def test_an_idle_instance_a_queued_job_can_use_is_not_evicted_for_a_bigger_batch
     device = [gpu(total=8000, free=5500)]
     p = plan(100.0, queue, device, [idle("i", held=2500)], KEEP)
     assert p.releases == []
-    assert sorted((s.job_id, s.instance_id, s.batch_size) for s in p.starts) == [
-        ("m", None, 8),
-        ("s", "i", 1),
-    ]
+    assert [(s.job_id, s.instance_id, s.batch_size) for s in p.starts] == [("m", None, 8)]
+    # The small file waits for the medium one: at batch 1 beside a batch-8 file its warm
+    # instance would slow the device down (see the test below), and a new one has no room.
+    assert p.reasons["s"].startswith("waiting for memory on cuda:0")
 
 
 @pytest.mark.parametrize(("waiting", "released"), [(False, False), (True, True)])
@@ -174,3 +174,55 @@ def test_the_keep_alive_holds_only_while_no_job_waits(waiting: bool, released: b
     if released:
         assert p.releases[0].reason == "nothing queued can use it"
         assert p.reasons["r"].startswith("retrying in")
+
+
+def t4(free: float) -> DeviceSnapshot:
+    """A 16 GB GPU where a second instance adds 10% at most (a T4: S_max 1.1)."""
+    return DeviceSnapshot("cuda:0", "cuda", 16_000, free, s_max=1.1)
+
+
+def running(batch: int, held: float) -> InstanceView:
+    return InstanceView("r", "cuda:0", JobState.PROCESSING, held, held, 500.0, 50, "r",
+                        "small/float16", batch_size=batch)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("beside", "free", "outcome"),
+    [
+        # Memory for batch 4 only, beside a batch-16 file: 0.52 x (4.2 + 2.8) = 3.7 < 4.2.
+        (16, 1500.0, "saturated"),
+        # The same squeeze beside a batch-1 file: 0.52 x (1 + 2.8) = 2.0, the 50% more a
+        # batch kept below its file's own size must bring.
+        (1, 1500.0, 4),
+        # Room for the file's full batch beside a batch-1 file: 0.52 x (1 + 4.2) = 2.7.
+        (1, 4000.0, 16),
+    ],
+)
+def test_a_warm_instance_takes_a_job_only_where_that_adds_throughput(
+    beside: int, free: float, outcome: str | int
+) -> None:
+    """An idle instance squeezed beside a running one would keep that small batch to its
+    file's end; on a GPU where concurrency adds little, the file waits for room instead."""
+    queue = [job("s", "small", 1800.0, batch=0)]
+    p = plan(10.0, queue, [t4(free)], [running(beside, 5000.0), idle("i", held=1200)], NO_MARGIN)
+    if outcome == "saturated":
+        assert p.starts == [] and "saturated" in p.reasons["s"]
+        assert p.releases == []  # the file will need it
+    else:
+        assert [(s.instance_id, s.batch_size) for s in p.starts] == [("i", outcome)]
+
+
+@pytest.mark.parametrize(("ends_in", "starts"), [(300.0, False), (2.0, True)])
+def test_a_new_instance_is_weighed_against_what_still_runs_once_it_is_loaded(
+    ends_in: float, starts: bool
+) -> None:
+    """A 4-minute file (batch 8 at most) beside a batch-16 one on a T4 would lower the
+    device's throughput (0.52 x (4.2 + 3.7) = 4.1 < 4.2), unless that one ends before
+    the new instance has started and loaded: then loading it only hides the load."""
+    beside = InstanceView("r", "cuda:0", JobState.PROCESSING, 5000, 5000, 10.0 + ends_in,
+                          batch_size=16)  # fmt: skip
+    p = plan(10.0, [job("m", "medium", 240.0, batch=0)], [t4(10_000)], [beside], NO_MARGIN)
+    if starts:
+        assert [(s.job_id, s.batch_size) for s in p.starts] == [("m", 8)]
+    else:
+        assert p.starts == [] and "saturated" in p.reasons["m"]

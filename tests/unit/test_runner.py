@@ -49,11 +49,16 @@ class Rig:
         self.runner.listeners.append(self.events.append)
 
     def add(
-        self, count: int, audio_s: float = 6.0, priority: int = 50, model: str = "small"
+        self,
+        count: int,
+        audio_s: float = 6.0,
+        priority: int = 50,
+        model: str = "small",
+        batch: int = 1,
     ) -> list[Task]:
         tasks = []
         for n in range(len(self.runner.tasks), len(self.runner.tasks) + count):
-            job = Job(f"{n}", model, audio_s, priority, self.clock.now, "float16")
+            job = Job(f"{n}", model, audio_s, priority, self.clock.now, "float16", batch_size=batch)
             engine = EngineOptions(engine="fake", model=model)
             out = [("txt", self.tmp / "out" / f"clip{n}.txt")]
             task = Task(job, self.tmp / "in" / f"clip{n}.wav", engine, out)
@@ -340,7 +345,9 @@ def test_a_queued_job_hears_a_new_kind_of_wait_at_once_and_new_words_at_most_eve
     words of the same kind at most every REASON_REFRESH_S, the last words included."""
     settings = Settings(safety_margin=0.0, max_loads_per_device=8)
     rig = Rig(tmp_path, total_mb=20_000, settings=settings)
-    tasks = rig.add(30, audio_s=2.0)
+    # Batch 16 and batch 1 in turn: a batch-1 file beside a batch-16 one would slow the
+    # device, so each waits for the one before it to end, and the head changes each time.
+    tasks = [t for _ in range(15) for b in (16, 1) for t in rig.add(1, audio_s=2.0, batch=b)]
     told: list[tuple[float, str, str]] = []
     rig.runner.listeners.append(
         lambda e: (

@@ -1,11 +1,12 @@
-"""Batch size ``auto``: which batch size a job gets on a device, and whether a new
-instance there adds throughput at all.
+"""Batch size ``auto``: which batch size a job gets on a device, and whether it should
+run there now at all.
 
 The choice maximises the device's expected throughput
 (:func:`~vramscribe.core.room.device_throughput`), weighing the next pending
 jobs the batch's memory keeps out; ties go to the smaller batch. On a busy GPU
-a new instance must add ``MIN_GAIN`` of throughput (``CRAMPED_GAIN`` if memory
-only allows it a smaller batch than its file could use), or its job waits.
+a job (on a new instance or a warm one) must not lower the throughput
+(``MIN_GAIN``), and must add ``CRAMPED_GAIN`` of it if memory only allows it a
+smaller batch than its file could use, or it waits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job
-from vramscribe.core.profiles import max_batch
+from vramscribe.core.profiles import contention, max_batch
 from vramscribe.core.room import (
     Room,
     batch_candidates,
@@ -22,18 +23,21 @@ from vramscribe.core.room import (
     estimate,
     expected_duration,
     s_max_for,
+    startup_s,
 )
 from vramscribe.core.snapshot import InstanceView
 
 # What decides whether a job can start, besides its audio length (see ``alike_key``).
 AlikeKey = tuple[str, str, str, int, float, int]
-# A new instance on a busy GPU must add this share of throughput, or the job waits.
-MIN_GAIN = 0.05
-# ... or this share, if memory is too short now for the batch size its file allows:
-# started cramped, it keeps that batch size to its end, in memory a full batch could
-# have used once a running instance ends (on a T4, where concurrency adds little, it
-# made vramscribe 0.71x batched-1; waiting for room is what batched-1 does).
-CRAMPED_GAIN = 1.0
+# A job on a busy GPU (warm or new) must not lower its throughput, or it waits: a tie
+# loses nothing and leaves an instance ready for when another ends.
+MIN_GAIN = 0.0
+# ... and must add this share if memory is too short now for the batch size its file
+# allows: started cramped, it keeps that batch size to its end, in memory a full batch
+# could have used once a running instance ends (on a T4, where concurrency adds little,
+# starting cramped made vramscribe 0.71x batched-1; waiting for room is what batched-1
+# does). 1.0 cost 1-2% beside it on a 24 GiB GPU (single-24g-batch); 0.5 did not.
+CRAMPED_GAIN = 0.5
 # Jobs from the front of the queue that batch-size choices look ahead over.
 LOOKAHEAD_WINDOW = 64
 
@@ -48,6 +52,7 @@ class Batches:
         # Within one call estimates and followers do not change: computed once per job.
         self._ests: dict[tuple[int, str, int], float] = {}
         self._next: dict[tuple[int, str], list[float]] = {}
+        self._gains: dict[tuple[str, str, int, str], float] = {}
 
     def set_lookahead(self, jobs: list[Job]) -> None:
         self.lookahead = jobs
@@ -59,7 +64,7 @@ class Batches:
 
     def choose(self, job: Job, dev: Room, inst: InstanceView | None) -> tuple[int, float] | None:
         """The best batch size that fits on ``dev`` (on ``inst`` if warm), with its estimate."""
-        best: tuple[float, int, float] | None = None
+        best: tuple[float, float, int, float] | None = None
         for batch in batch_candidates(job):
             est = self.estimate(job, dev.kind, batch)
             need = est if inst is None else max(0.0, est - max(inst.reserved_mb, inst.observed_mb))
@@ -73,20 +78,47 @@ class Batches:
                 if ends > dev.hold.start_at:
                     continue
             score = self._throughput(job, dev, batch, need)
-            if best is None or score > best[0] + 1e-9:
-                best = (score, batch, est)
-        return None if best is None else (best[1], best[2])
+            # At the device's ceiling every batch ties: the one that gives more once
+            # the others end wins (ties left go to the smaller batch).
+            after = self._uncapped(job, dev, batch)
+            if (
+                best is None
+                or score > best[0] + 1e-9
+                or (score > best[0] - 1e-9 and after > best[1] + 1e-9)
+            ):
+                best = (score, after, batch, est)
+        return None if best is None else (best[2], best[3])
 
-    def adds_throughput(self, job: Job, dev: Room, batch: int) -> bool:
-        """Would a new instance make ``dev`` faster? On a saturated device it only takes
-        memory that a bigger batch could use once a running instance ends."""
+    def _uncapped(self, job: Job, dev: Room, batch: int) -> float:
+        """The device's throughput with ``job`` at ``batch``, were it not capped."""
+        k = dev.busy + 1
+        gains = dev.weight + self.gain(job, dev.kind, batch)
+        return contention(k, s_max_for(job, dev)) / k * gains
+
+    def adds_throughput(self, job: Job, dev: Room, batch: int, warm: bool) -> bool:
+        """Would ``job`` at ``batch`` make ``dev`` faster? On a saturated device it only
+        takes memory that a bigger batch could use once a running instance ends.
+
+        Weighed against the instances still running when it begins to transcribe (after
+        its start and load, unless warm): one loaded while another finishes only hides
+        that load. A cramped batch is weighed against all of them: it keeps its size to
+        its file's end, so waiting for the room is what a full batch needs."""
         if dev.busy == 0 or dev.kind == "cpu":
             return True
+        cramped = job.batch_size == 0 and batch < max_batch(job.audio_s)
+        k, weight = dev.busy, dev.weight
+        if not (warm or cramped):
+            # Those expected to end before it transcribes; one past its expected end may
+            # run on for long, so it stays.
+            begins = self.now + startup_s(job)
+            ending = [gain for end, gain in dev.running if self.now < end <= begins]
+            k, weight = k - len(ending), weight - sum(ending)
+            if k == 0:
+                return True
         s_max = s_max_for(job, dev)
-        gain = self.book.batch_gain(job.footprint_key(dev.kind, batch))
-        now = device_throughput(dev.busy, dev.weight, s_max)
-        then = device_throughput(dev.busy + 1, dev.weight + gain, s_max)
-        cramped = batch < max(batch_candidates(job))
+        gain = self.gain(job, dev.kind, batch)
+        now = device_throughput(k, weight, s_max)
+        then = device_throughput(k + 1, weight + gain, s_max)
         return then >= now * (1.0 + (CRAMPED_GAIN if cramped else MIN_GAIN))
 
     def _throughput(self, job: Job, dev: Room, batch: int, need: float) -> float:
@@ -100,7 +132,7 @@ class Batches:
         if job.batch_size > 0:
             return 0.0
         k = dev.busy + 1
-        gains = dev.weight + self.book.batch_gain(job.footprint_key(dev.kind, batch))
+        gains = dev.weight + self.gain(job, dev.kind, batch)
         left = dev.free - need
         for est in self._next_estimates(job, dev.kind):
             if est <= left:
@@ -108,6 +140,14 @@ class Batches:
                 k += 1
                 gains += 1.0
         return device_throughput(k, gains, s_max_for(job, dev))
+
+    def gain(self, job: Job, kind: str, batch: int) -> float:
+        """The book's batch gain for ``job`` at ``batch`` on a ``kind`` device."""
+        key = job.footprint_key(kind, batch)
+        found = self._gains.get(key)
+        if found is None:
+            found = self._gains[key] = self.book.batch_gain(key)
+        return found
 
     def estimate(self, job: Job, kind: str, batch: int) -> float:
         key = (id(job), kind, batch)

@@ -90,6 +90,9 @@ class FootprintBook:
 
     learned: dict[FootprintKey, LearnedPeak] = field(default_factory=dict)
     speeds: dict[FootprintKey, float] = field(default_factory=dict)
+    alone: dict[FootprintKey, float] = field(default_factory=dict)
+    """Speeds of jobs that had their device to themselves: the only ones a batch size's
+    gain can be learned from, since a job sharing the GPU runs slower at any batch size."""
     bands: dict[tuple[FootprintKey, int], LearnedPeak] = field(default_factory=dict)
     """The high-water peak per key and audio-length band, with the audio it was seen on."""
     _base_cache: dict[FootprintKey, float] = field(default_factory=dict, repr=False)
@@ -166,10 +169,13 @@ class FootprintBook:
         self._base_cache.clear()
         self._anchor_cache.clear()
 
-    def observe_speed(self, key: FootprintKey, speed_x: float) -> None:
-        """Record solo-equivalent speed (x real time); a moving average."""
-        old = self.speeds.get(key)
-        self.speeds[key] = speed_x if old is None else 0.8 * old + 0.2 * speed_x
+    def observe_speed(self, key: FootprintKey, speed_x: float, alone: bool = True) -> None:
+        """Record a job's speed (x real time); a moving average. ``alone``: no other
+        instance of ours transcribed on its device meanwhile."""
+        books = (self.speeds, self.alone) if alone else (self.speeds,)
+        for book in books:
+            old = book.get(key)
+            book[key] = speed_x if old is None else 0.8 * old + 0.2 * speed_x
 
     def speed(self, key: FootprintKey) -> float:
         """Expected speed of one file in x real time, for expected end times."""
@@ -182,7 +188,7 @@ class FootprintBook:
         """How much faster a file runs at ``key``'s batch size than at 1: learned, else built in."""
         if key[2] <= 1:
             return 1.0
-        batched, solo = self.speeds.get(key), self.speeds.get(_solo(key))
+        batched, solo = self.alone.get(key), self.alone.get(_solo(key))
         if batched is not None and solo:
             return batched / solo
         return batch_gain(key[2], key[3])
@@ -209,6 +215,7 @@ class FootprintBook:
                     for k, v in sorted(self.learned.items())
                 ],
                 "speeds": [{"key": list(k), "speed_x": v} for k, v in sorted(self.speeds.items())],
+                "alone": [{"key": list(k), "speed_x": v} for k, v in sorted(self.alone.items())],
                 "bands": [
                     {
                         "key": list(k),
@@ -237,9 +244,10 @@ class FootprintBook:
             book.bands[((m, c, int(b), d), int(row["band"]))] = LearnedPeak(
                 float(row["peak_mb"]), float(row["audio_s"]), int(row.get("samples", 1))
             )
-        for row in data.get("speeds", []):
-            m, c, b, d = row["key"]
-            book.speeds[(m, c, int(b), d)] = float(row["speed_x"])
+        for name, speeds in (("speeds", book.speeds), ("alone", book.alone)):
+            for row in data.get(name, []):
+                m, c, b, d = row["key"]
+                speeds[(m, c, int(b), d)] = float(row["speed_x"])
         return book
 
 

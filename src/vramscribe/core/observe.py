@@ -37,7 +37,9 @@ class Tracked:
 
     ``reserved_mb`` is what the planner granted; ``observed_mb`` what the last
     reading attributes to it; ``peak_mb`` the most it was seen to hold during
-    its current job. ``job_id`` is the job it runs (or last ran, when idle);
+    its current job (0 until a reading taken after the job began shows it:
+    ``job_since``), so a warm instance's next job never inherits the last one's
+    batch slots from a lagging reading. ``job_id`` is the job it runs (or last ran, when idle);
     ``key`` the engine key a warm instance can serve.
     """
 
@@ -58,10 +60,21 @@ class Tracked:
     last_kill_at: float | None = None
     observed_mb: float = 0.0
     peak_mb: float = 0.0
+    job_since: float = 0.0
+    batch_size: int = 1
+    shared: bool = False
+    """Another of our instances transcribed on its device during its current job: the
+    speed it measures then is not its batch size's own (see ``FootprintBook``)."""
 
     @property
     def outstanding_mb(self) -> float:
         return max(0.0, self.reserved_mb - self.observed_mb)
+
+    @property
+    def transcribing(self) -> bool:
+        return (
+            self.state is JobState.PROCESSING and self.idle_since is None and self.exited_at is None
+        )
 
     @property
     def instance_id(self) -> str:
@@ -169,15 +182,25 @@ class PolicyShell:
         inst.expected_end = now
 
     def assign(
-        self, inst: Tracked, job_id: str, reserved_mb: float, expected_end: float, priority: int
+        self,
+        inst: Tracked,
+        job_id: str,
+        reserved_mb: float,
+        expected_end: float,
+        priority: int,
+        now: float,
+        batch_size: int = 1,
     ) -> None:
         """An idle instance takes a job: its reservation grows to the job's peak."""
         inst.job_id = job_id
+        inst.batch_size = batch_size
         inst.reserved_mb = reserved_mb
         inst.expected_end = expected_end
         inst.priority = priority
         inst.idle_since = None
-        inst.peak_mb = inst.observed_mb
+        inst.peak_mb = 0.0
+        inst.job_since = now
+        inst.shared = False
 
     def exited(self, inst: Tracked, now: float) -> None:
         """Its process is gone; its reservation stays until the memory is seen back."""
@@ -213,7 +236,8 @@ class PolicyShell:
             if reading is None:
                 continue
             inst.observed_mb = self._observed(inst, reading, now, out)
-            inst.peak_mb = max(inst.peak_mb, inst.observed_mb)
+            if reading.time >= inst.job_since + self.lag.get(inst.device_id, 0.0):
+                inst.peak_mb = max(inst.peak_mb, inst.observed_mb)
             self._settle_idle(inst, now)
             end = max(now, inst.expected_end) if inst.exited_at is None else now
             out.views.append(
@@ -229,8 +253,10 @@ class PolicyShell:
                     inst.key,
                     inst.idle_since if inst.exited_at is None and not inst.closing else None,
                     inst.starting,
+                    inst.batch_size,
                 )
             )
+        self._mark_shared()
         skip = set(unreadable)
         for dev in devices:
             reading = readings.get(dev.id)
@@ -311,6 +337,17 @@ class PolicyShell:
                 inst.last_kill_at = now
                 out.rekill.append(inst)
         self.instances = keep
+
+    def _mark_shared(self) -> None:
+        """Instances transcribing on one device together each lose their solo speed."""
+        busy: dict[str, list[Tracked]] = {}
+        for inst in self.instances:
+            if inst.transcribing:
+                busy.setdefault(inst.device_id, []).append(inst)
+        for together in busy.values():
+            if len(together) > 1:
+                for inst in together:
+                    inst.shared = True
 
     def _settle_idle(self, inst: Tracked, now: float) -> None:
         """An instance idle for longer than the reading lag is fully in the readings: its

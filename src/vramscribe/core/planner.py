@@ -288,14 +288,14 @@ class _Planner:
         if evicted is not None:  # idle memory nothing queued needs buys it a bigger batch
             self._waits(job, releasing(evicted))
             return False
-        worth = [c for c in fitting if self.batches.adds_throughput(job, c[0], c[2])]
+        worth = [c for c in fitting if self.batches.adds_throughput(job, c[0], c[2], False)]
         if worth:
             self._start_new(job, *place(worth))
             return True
         if fitting:
             dev = fitting[0][0]
             self._waits(
-                job, f"{dev.snap.id} is saturated: another instance would not add throughput"
+                job, f"{dev.snap.id} is saturated: another instance would lower its throughput"
             )
             for d, _, _ in fitting:
                 d.saturated_for = job.id
@@ -312,8 +312,7 @@ class _Planner:
         dev.take(est, end)
         dev.n += 1
         dev.loads += 1
-        dev.busy += 1
-        dev.weight += self.book.batch_gain(job.footprint_key(dev.kind, batch))
+        dev.run(end, self.batches.gain(job, dev.kind, batch))
         self.total += 1
         self.open_devs = self._open_devices()
         self.generation += 1
@@ -325,7 +324,7 @@ class _Planner:
             if inst.iid in self.used:
                 continue
             choice = self.batches.choose(job, dev, inst)
-            if choice is None:
+            if choice is None or not self.batches.adds_throughput(job, dev, choice[0], True):
                 continue
             rank = (dev.n, -(inst.idle_since or 0.0), inst.iid)
             if best is None or rank < best[0]:
@@ -338,8 +337,7 @@ class _Planner:
         end = self.now + expected_duration(job, self.book, dev.kind, batch, warm=True)
         self.result.starts.append(Start(job.id, dev.snap.id, reserved, end, inst.iid, batch))
         dev.take(grow, end)
-        dev.busy += 1
-        dev.weight += self.book.batch_gain(job.footprint_key(dev.kind, batch))
+        dev.run(end, self.batches.gain(job, dev.kind, batch))
         self.used.add(inst.iid)
         self.generation += 1
         return True

@@ -18,6 +18,7 @@ from vramscribe.core.jobs import Job
 from vramscribe.core.profiles import (
     BATCH_CANDIDATES,
     GPU_THROUGHPUT_CEILING,
+    batch_gain,
     contention,
     max_batch,
     profile_for,
@@ -76,6 +77,7 @@ class Room:
         "n",
         "others",
         "releases",
+        "running",
         "saturated_for",
         "snap",
         "usable",
@@ -90,8 +92,13 @@ class Room:
         self.cap = snap.max_instances or settings.max_instances_per_device
         self.n = len(mine)
         self.loads = sum(1 for i in mine if i.is_loading)
-        self.busy = sum(1 for i in mine if i.idle_since is None)
-        self.weight = float(self.busy)
+        # Instances with a job: when each expects to end, and its batch's gain (its weight
+        # in the device's throughput).
+        self.running: list[tuple[float, float]] = []
+        self.busy, self.weight = 0, 0.0
+        for i in mine:
+            if i.idle_since is None:
+                self.run(i.expected_end, batch_gain(i.batch_size, snap.kind))
         margin = settings.safety_margin * snap.total_mb
         observed = sum(i.observed_mb for i in mine)
         foreign_now = max(0.0, snap.total_mb - snap.free_mb - observed)
@@ -142,6 +149,12 @@ class Room:
             return f"{self.snap.id} is saturated: job {self.saturated_for} starts there first"
         return None
 
+    def run(self, end: float, gain: float) -> None:
+        """An instance runs a job here until ``end``, weighing its batch's ``gain``."""
+        self.running.append((end, gain))
+        self.busy += 1
+        self.weight += gain
+
     def take(self, mb: float, end: float) -> None:
         """``mb`` more of this device is spoken for until ``end``."""
         if self.hold is not None and end > self.hold.start_at:
@@ -158,10 +171,13 @@ def held(i: InstanceView) -> float:
 def expected_duration(job: Job, book: FootprintBook, kind: str, batch: int, warm: bool) -> float:
     """Seconds until the job's memory is back: start and load (unless warm), then transcribing."""
     audio = job.audio_s / book.speed(job.footprint_key(kind, batch))
-    if warm:
-        return audio
+    return audio if warm else startup_s(job) + audio
+
+
+def startup_s(job: Job) -> float:
+    """Seconds before a new instance for ``job`` transcribes: process start and load."""
     profile = profile_for(job.model)
-    return PROCESS_START_S + (profile.load_s if profile else 5.0) + audio
+    return PROCESS_START_S + (profile.load_s if profile else 5.0)
 
 
 def estimate(job: Job, book: FootprintBook, kind: str, batch: int | None = None) -> float:

@@ -77,6 +77,8 @@ class InstanceView:
     key: str = ""
     idle_since: float | None = None
     starting: bool = False
+    batch_size: int = 1
+    """The batch size of the job it runs: how much of the device it keeps busy."""
 
     @property
     def iid(self) -> str:

@@ -578,7 +578,7 @@ class Runner:
             handle.close()  # one file per instance: it exits after this job
         device.track(handle.pid)
         inst = Tracked(job.id, start.device_id, handle.pid, start.reserved_mb, start.expected_end)
-        inst.priority, inst.key = job.priority, job.reuse_key
+        inst.priority, inst.key, inst.batch_size = job.priority, job.reuse_key, start.batch_size
         self.shell.start(inst)
         worker = Worker(task, device, handle, inst, log_path, now, closing=not self.settings.reuse)
         self.instances[handle.pid] = self.workers[job.id] = worker
@@ -593,7 +593,15 @@ class Runner:
         job = task.job
         batch = self._began(task, start, now)
         spec = self._spec(task, worker.device, start.batch_size)
-        self.shell.assign(worker.inst, job.id, start.reserved_mb, start.expected_end, job.priority)
+        self.shell.assign(
+            worker.inst,
+            job.id,
+            start.reserved_mb,
+            start.expected_end,
+            job.priority,
+            now,
+            start.batch_size,
+        )
         worker.task, worker.last_event_at, worker.error = task, now, None
         self.workers[job.id] = worker
         task.worker_pid = worker.pid
@@ -642,11 +650,12 @@ class Runner:
             self._failed(worker, task, now, FailureKind.CRASH, problem)
             return
         key = task.job.footprint_key(worker.device.kind, task.batch_size)
-        peak = max(worker.inst.peak_mb, worker.loaded_mb)
-        if peak > 0:
+        if worker.inst.peak_mb > 0:  # 0: no reading taken during this job showed it
+            peak = max(worker.inst.peak_mb, worker.loaded_mb)
             self.book.observe_peak(key, peak, task.job.audio_s)
         if task.transcribe_s and task.job.audio_s:
-            self.book.observe_speed(key, task.job.audio_s / task.transcribe_s)
+            speed = task.job.audio_s / task.transcribe_s
+            self.book.observe_speed(key, speed, alone=not worker.inst.shared)
         problem = write_outputs(result, task.outputs, task.engine.layout)
         if problem is not None:
             # The transcription is fine; only the outputs failed. Keep the transcript

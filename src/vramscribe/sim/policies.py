@@ -59,7 +59,7 @@ class Vramscribe:
             if pid is not None:
                 job = sim.jobs[s.job_id]
                 self.shell.assign(self.tracked[pid], job.id, s.reserved_mb, s.expected_end,
-                                  job.priority)  # fmt: skip
+                                  job.priority, now, s.batch_size)  # fmt: skip
             out.append(Admission(s.job_id, s.device_id, s.reserved_mb, s.expected_end, pid,
                                  s.batch_size))  # fmt: skip
         return out
@@ -74,6 +74,7 @@ class Vramscribe:
                     job = inst.job
                     tracked = Tracked(job.id, gpu.id, inst.pid, inst.reserved_mb,
                                       inst.expected_end, job.priority, job.reuse_key)  # fmt: skip
+                    tracked.batch_size = inst.batch_size
                     self.tracked[inst.pid] = tracked
                     self.shell.start(tracked)
                 if inst.phase != "starting" and tracked.starting:
@@ -90,11 +91,11 @@ class Vramscribe:
             return
         self.shell.idle(tracked, now)
         key = inst.job.footprint_key("cuda", inst.batch_size)
-        peak = max(tracked.peak_mb, inst.loaded_mb)
-        self.book.observe_peak(key, peak, inst.job.audio_s)
+        if tracked.peak_mb > 0:  # 0: no reading taken during this job showed it
+            self.book.observe_peak(key, max(tracked.peak_mb, inst.loaded_mb), inst.job.audio_s)
         elapsed = now - inst.processing_since
         if elapsed > 0:
-            self.book.observe_speed(key, inst.job.audio_s / elapsed)
+            self.book.observe_speed(key, inst.job.audio_s / elapsed, alone=not tracked.shared)
 
 
 def make_policy(name: str) -> Policy:
