@@ -3,7 +3,8 @@ run there now at all.
 
 The choice maximises the device's expected throughput
 (:func:`~vramscribe.core.room.device_throughput`), weighing the next pending
-jobs the batch's memory keeps out; ties go to the smaller batch. On a busy GPU
+jobs the batch's memory keeps out; ties (at the device's ceiling, every batch
+ties) go to the batch worth more once the others end, then to the smaller. On a busy GPU
 a job (on a new instance or a warm one) must not lower the throughput
 (``MIN_GAIN``), and must add ``CRAMPED_GAIN`` of it if memory only allows it a
 smaller batch than its file could use, or it waits.
