@@ -13,6 +13,7 @@ instance by ending its process.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from vramscribe.protocol import (
     WorkerSpec,
     encode,
 )
+from vramscribe.runtime.spares import SPARE_ENV
 from vramscribe.transcript import Segment
 
 
@@ -139,6 +141,8 @@ def _segment(seg: Segment, language: str) -> None:
 def main() -> int:
     """Serve the jobs on stdin until it ends (or a failure ends the instance)."""
     started = time.monotonic()
+    if os.environ.get(SPARE_ENV):  # started ahead of need: import while the parent does
+        preload(EngineOptions())
     first = sys.stdin.readline()
     if not first.strip():
         return 0

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import click
+import sys
 
-from vramscribe.cli import remote, serve, tools, transcribe
+from vramscribe.runtime.spares import prestart_for
+
+# Before the imports below (half a second): spare workers import their engine meanwhile.
+prestart_for(sys.argv)
+
+import click  # noqa: E402
+
+from vramscribe.cli import remote, serve, tools, transcribe  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

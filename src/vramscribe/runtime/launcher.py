@@ -15,13 +15,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
 from vramscribe.protocol import Message, WorkerSpec, decode
+from vramscribe.runtime.spares import WORKER_NICE, adopt, start_worker, worker_nice
+
+__all__ = ["WORKER_NICE", "Deliver", "Launcher", "ProcessHandle", "ProcessLauncher", "worker_nice"]
 
 Deliver = Callable[[int, Message | None], None]
 
@@ -99,52 +101,15 @@ class ProcessHandle:
                 self.proc.stdin.close()
 
 
-WORKER_NICE = 10
-"""How much lower than its parent's a worker's CPU priority is (``VRAMSCRIBE_WORKER_NICE``).
-
-It only matters when the CPU is short, and then the parent should win: it is
-the scheduler, and in a service the API. Eight workers starting at once (each
-an interpreter importing its libraries) otherwise kept a two-core machine busy
-for half a second, and every request waited that long. A GPU worker needs
-little CPU; CPU transcription is background work that loses nothing when the
-machine is otherwise idle.
-"""
-
-
-def worker_nice() -> int:
-    """The niceness workers get: ``VRAMSCRIBE_WORKER_NICE`` if set (0 keeps the parent's)."""
-    value = os.environ.get("VRAMSCRIBE_WORKER_NICE", "")
-    try:
-        return max(0, min(19, int(value))) if value.strip() else WORKER_NICE
-    except ValueError:
-        return WORKER_NICE
-
-
 class ProcessLauncher:
-    """Each worker a fresh ``python -m vramscribe.worker`` in its own process group."""
+    """Each worker a fresh ``python -m vramscribe.worker`` in its own process group (or a
+    spare started before the command line's imports: :mod:`vramscribe.runtime.spares`)."""
 
     def launch(self, spec: WorkerSpec, log_path: Path, deliver: Deliver) -> ProcessHandle:
-        log = open(log_path, "w")  # noqa: SIM115
-        # NVML numbers GPUs by bus; CUDA fastest-first unless told otherwise.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vramscribe.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-            # A process group of its own (killed as one; a terminal's Ctrl-C reaches only
-            # the parent), but the parent's session: Linux shares CPU between sessions
-            # first (autogroup), and eight workers in eight sessions each got as much as
-            # the whole service, whose API then stalled while they started.
-            process_group=0,
-        )
-        log.close()
-        if nice := worker_nice():
-            with contextlib.suppress(OSError):  # gone already
-                mine = os.getpriority(os.PRIO_PROCESS, 0)
-                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, mine + nice))
+        proc = adopt(log_path)
+        if proc is None:
+            with open(log_path, "w") as log:
+                proc = start_worker(log)
         assert proc.stdout is not None
         handle = ProcessHandle(proc)
         handle.send(spec)
