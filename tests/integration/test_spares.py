@@ -62,3 +62,35 @@ def test_only_a_transcribe_command_starts_spares(
     spares.prestart_for(argv)
     assert len(spares._spares) == count
     assert all(os.getpgid(s.proc.pid) == s.proc.pid for s in spares._spares)
+
+
+def test_a_spare_log_on_another_filesystem_is_linked_from_the_job_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spares.prestart(1)
+    [spare] = spares._spares
+
+    def cross_device(src: object, dst: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(spares.os, "replace", cross_device)
+    log_path = tmp_path / "worker-j.1.log"
+    assert spares.adopt(log_path) is spare.proc
+    assert log_path.is_symlink() and log_path.resolve() == spare.log_path.resolve()
+    spare.proc.stdin.close()  # type: ignore[union-attr]
+    assert spare.proc.wait(timeout=10) == 0
+    spare.proc.stdout.close()  # type: ignore[union-attr]
+    spare.log_path.unlink()
+
+
+def test_a_spare_that_cannot_start_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_process(stderr: object, spare: bool = False) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(spares, "start_worker", no_process)
+    monkeypatch.setattr(spares.tempfile, "tempdir", str(tmp_path))
+    spares.prestart(2)
+    assert spares._spares == [] and list(tmp_path.iterdir()) == []
+    assert spares.adopt(tmp_path / "worker.log") is None

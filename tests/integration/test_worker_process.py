@@ -10,7 +10,7 @@ import pytest
 from tests.integration.test_runtime_fake import add_jobs, make_runner
 from vramscribe.core.jobs import JobState
 from vramscribe.runtime.events import JobChanged, RunnerEvent
-from vramscribe.runtime.launcher import WORKER_NICE
+from vramscribe.runtime.spares import WORKER_NICE
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import itertools
 
 from vramscribe.core.footprints import FootprintBook
 from vramscribe.core.jobs import Job
-from vramscribe.core.profiles import contention, max_batch
+from vramscribe.core.profiles import max_batch
 from vramscribe.core.room import (
     Room,
     batch_candidates,
@@ -25,6 +25,7 @@ from vramscribe.core.room import (
     expected_duration,
     s_max_for,
     startup_s,
+    uncapped_throughput,
 )
 from vramscribe.core.snapshot import InstanceView
 
@@ -92,9 +93,8 @@ class Batches:
 
     def _uncapped(self, job: Job, dev: Room, batch: int) -> float:
         """The device's throughput with ``job`` at ``batch``, were it not capped."""
-        k = dev.busy + 1
         gains = dev.weight + self.gain(job, dev.kind, batch)
-        return contention(k, s_max_for(job, dev)) / k * gains
+        return uncapped_throughput(dev.busy + 1, gains, s_max_for(job, dev))
 
     def adds_throughput(self, job: Job, dev: Room, batch: int, warm: bool) -> bool:
         """Would ``job`` at ``batch`` make ``dev`` faster? On a saturated device it only

@@ -221,9 +221,12 @@ def s_max_for(job: Job, dev: Room) -> float:
 
 def device_throughput(k: int, gains: float, s_max: float) -> float:
     """Total speed of ``k`` instances whose batch gains add up to ``gains`` (solo units)."""
-    if k <= 0:
-        return 0.0
-    return min(GPU_THROUGHPUT_CEILING, contention(k, s_max) / k * gains)
+    return min(GPU_THROUGHPUT_CEILING, uncapped_throughput(k, gains, s_max))
+
+
+def uncapped_throughput(k: int, gains: float, s_max: float) -> float:
+    """:func:`device_throughput` were the device not capped at the batch-16 gain."""
+    return contention(k, s_max) / k * gains if k > 0 else 0.0
 
 
 def too_big(est: float, capacity: dict[str, float]) -> str:

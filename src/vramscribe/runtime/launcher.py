@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from vramscribe.protocol import Message, WorkerSpec, decode
-from vramscribe.runtime.spares import WORKER_NICE, adopt, start_worker, worker_nice
-
-__all__ = ["WORKER_NICE", "Deliver", "Launcher", "ProcessHandle", "ProcessLauncher", "worker_nice"]
+from vramscribe.runtime.spares import adopt, start_worker
 
 Deliver = Callable[[int, Message | None], None]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,8 +96,6 @@ def prestart(count: int) -> None:
                 Path(name).unlink(missing_ok=True)
                 return
         _spares.append(Spare(proc, Path(name)))
-    if count:
-        atexit.register(discard)
 
 
 def prestart_for(argv: list[str]) -> None:
@@ -139,7 +138,10 @@ def discard() -> None:
             spare.proc.wait(timeout=5)
         if spare.proc.poll() is None:
             with contextlib.suppress(OSError):
-                os.killpg(spare.proc.pid, 9)
+                os.killpg(spare.proc.pid, signal.SIGKILL)
         if spare.proc.stdout is not None:
             spare.proc.stdout.close()
         spare.log_path.unlink(missing_ok=True)
+
+
+atexit.register(discard)  # a no-op unless spares were started
